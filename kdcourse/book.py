@@ -1,0 +1,293 @@
+"""Execute the chapters and build the book.
+
+The chapters are Jupytext MyST notebooks (``book/*.md``). papermill cannot read them and nbval
+collects only ``.ipynb``, so every step starts by converting them with jupytext:
+
+* :func:`execute_chapters` runs them with papermill under a profile (``smoke`` or ``full``) into
+  ``_build/executed``;
+* :func:`build_html` stages a copy of the book with the executed notebooks in place of the
+  sources and builds it with Jupyter Book, execution off, into ``_build/html``;
+* :func:`run_tests` runs the unit tests and, with nbval, every chapter under the smoke profile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+import yaml
+
+from kdcourse.profiles import PROFILE_ENV, resolve_profile
+
+__all__ = [
+    "repo_root",
+    "notebook_chapters",
+    "find_chapters",
+    "convert_chapter",
+    "kernel_environment",
+    "execute_chapters",
+    "build_html",
+    "run_tests",
+]
+
+BOOK_DIR = "book"
+
+
+def _is_book_root(folder: Path) -> bool:
+    return (folder / "_config.yml").is_file() and (folder / "_toc.yml").is_file()
+
+
+def repo_root() -> Path:
+    """The folder holding ``_config.yml`` and ``_toc.yml``: searched upwards from the current
+    directory, then from this package's location."""
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if _is_book_root(folder):
+                return folder
+    raise FileNotFoundError(
+        "cannot find the kdcourse repository (a folder with _config.yml and _toc.yml) above the current "
+        "directory or the installed package; run this command from inside a clone of the repository"
+    )
+
+
+def _toc_files(entry: object) -> Iterator[str]:
+    """Every ``file``/``root`` entry of a parsed ``_toc.yml``, in reading order."""
+    if isinstance(entry, Mapping):
+        for key in ("root", "file"):
+            if isinstance(entry.get(key), str):
+                yield entry[key]
+        for key in ("parts", "chapters", "sections"):
+            for child in entry.get(key) or []:
+                yield from _toc_files(child)
+    elif isinstance(entry, list):
+        for child in entry:
+            yield from _toc_files(child)
+
+
+def _front_matter(path: Path) -> dict:
+    """The YAML front matter of a Markdown file, or ``{}`` when it has none."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}
+    for end, line in enumerate(lines[1:], start=1):
+        if line.strip() == "---":
+            meta = yaml.safe_load("\n".join(lines[1:end]))
+            return meta if isinstance(meta, dict) else {}
+    return {}
+
+
+def notebook_chapters(root: Path | None = None) -> list[Path]:
+    """The ``.md`` files of ``_toc.yml``, in its order, that are Jupytext notebooks (a ``kernelspec``
+    in the front matter); plain Markdown pages are left out."""
+    root = Path(root) if root is not None else repo_root()
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    chapters = []
+    for name in _toc_files(toc):
+        path = root / (name if name.endswith(".md") else f"{name}.md")
+        if path.is_file() and "kernelspec" in _front_matter(path) and path not in chapters:
+            chapters.append(path)
+    return chapters
+
+
+def find_chapters(names: Iterable[str] | None, root: Path | None = None) -> list[Path]:
+    """The notebook chapters called ``names`` (``theory``, ``book/theory`` or ``book/theory.md``),
+    or all of them when ``names`` is ``None``."""
+    root = Path(root) if root is not None else repo_root()
+    chapters = notebook_chapters(root)
+    if names is None:
+        return chapters
+    by_name = {path.stem: path for path in chapters}
+    selected = []
+    for name in names:
+        stem = Path(name).name.removesuffix(".md").removesuffix(".ipynb")
+        if stem not in by_name:
+            raise ValueError(f"no notebook chapter {name!r} in _toc.yml; choose from {', '.join(by_name)}")
+        selected.append(by_name[stem])
+    return selected
+
+
+def convert_chapter(md_path: Path, out_dir: Path) -> Path:
+    """Convert a Jupytext MyST chapter into ``out_dir/<name>.ipynb`` and return that path."""
+    import jupytext
+
+    md_path, out_dir = Path(md_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{md_path.stem}.ipynb"
+    jupytext.write(jupytext.read(md_path), out)
+    return out
+
+
+def kernel_environment(root: Path, profile: str) -> dict[str, str]:
+    """Environment variables for a kernel that runs the chapters of ``root`` under ``profile``."""
+    env = {
+        PROFILE_ENV: profile,
+        "KDCOURSE_PROGRESS": "0",
+        "KDCOURSE_RESULTS": str(root / BOOK_DIR / "results"),
+        "MPLBACKEND": "Agg",
+    }
+    shared_data = root.parent / "shared" / "data"
+    if not os.environ.get("KDCOURSE_DATA") and shared_data.is_dir():
+        env["KDCOURSE_DATA"] = str(shared_data)
+    return env
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables (inherited by the kernels started inside), restoring them after."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def execute_chapters(
+    names: Iterable[str] | None = None,
+    profile: str = "smoke",
+    out_dir: Path | None = None,
+    timeout: float | None = None,
+    root: Path | None = None,
+    on_done: Callable[[str, float], None] | None = None,
+) -> dict[str, float]:
+    """Run the chapters (all notebook chapters by default) with papermill under ``profile``.
+
+    Executed notebooks go to ``out_dir`` (``_build/executed``), with ``timings.json`` holding the
+    wall time of each chapter in seconds. ``timeout`` limits each cell (seconds); ``on_done`` is
+    called with each chapter's name and wall time as it finishes.
+    """
+    import papermill
+
+    root = Path(root) if root is not None else repo_root()
+    profile = resolve_profile(profile)
+    out_dir = Path(out_dir) if out_dir is not None else root / "_build" / "executed"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings_path = out_dir / "timings.json"
+    timings: dict[str, float] = {}
+    if timings_path.is_file():
+        previous = json.loads(timings_path.read_text())
+        if previous.get("profile") == profile:
+            timings = {k: v for k, v in previous.items() if k != "profile"}
+
+    with tempfile.TemporaryDirectory() as tmp, _environment(kernel_environment(root, profile)):
+        for chapter in find_chapters(names, root):
+            source = convert_chapter(chapter, Path(tmp))
+            output = out_dir / source.name
+            start = time.perf_counter()
+            try:
+                papermill.execute_notebook(
+                    str(source), str(output), parameters={"PROFILE": profile}, cwd=str(root / BOOK_DIR),
+                    kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+                )
+            except Exception as exc:
+                raise RuntimeError(
+                    f"chapter {chapter.stem!r} failed under the {profile} profile; the partially executed "
+                    f"notebook is {output}\n{exc}"
+                ) from exc
+            timings[chapter.stem] = round(time.perf_counter() - start, 1)
+            timings_path.write_text(json.dumps({**timings, "profile": profile}, indent=1) + "\n")
+            if on_done is not None:
+                on_done(chapter.stem, timings[chapter.stem])
+    return timings
+
+
+def _stage_ignore(book_dir: Path) -> Callable[[str, list[str]], set[str]]:
+    """A ``copytree`` filter that leaves out build folders, checkpoints and smoke results."""
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skipped = {name for name in names if name in {"_build", ".ipynb_checkpoints", "__pycache__"}}
+        if Path(folder) == book_dir / "results":
+            skipped |= {"smoke"} & set(names)
+        return skipped
+
+    return ignore
+
+
+def _retarget_links(folder: Path, stems: list[str]) -> None:
+    """In the staged pages, point Markdown links ``(X.md)``/``(X.md#a)`` to notebook chapters at ``X.ipynb``."""
+    if not stems:
+        return
+    link = re.compile(r"\]\((?P<target>(?:\./)?(?:%s))\.md(?=[#)])" % "|".join(map(re.escape, stems)))
+    for path in [*folder.rglob("*.md"), *folder.rglob("*.ipynb")]:
+        text = path.read_text(encoding="utf-8")
+        if link.search(text):
+            path.write_text(link.sub(r"](\g<target>.ipynb", text), encoding="utf-8")
+
+
+def build_html(
+    executed_dir: Path | None = None,
+    out_dir: Path | None = None,
+    root: Path | None = None,
+    strict: bool = False,
+) -> Path:
+    """Build the HTML book from executed notebooks (no execution) and return its ``index.html``.
+
+    A copy of the book is staged in ``_build/stage`` with each notebook chapter ``book/X.md``
+    replaced by ``executed_dir/X.ipynb`` (default ``_build/executed``) and links to ``X.md``
+    pointed at ``X.ipynb``; Jupyter Book writes the
+    site to ``out_dir/_build/html`` (default ``out_dir`` is the repository root, so ``_build/html``).
+    ``strict`` turns Sphinx warnings into errors.
+    """
+    root = Path(root) if root is not None else repo_root()
+    executed_dir = Path(executed_dir) if executed_dir is not None else root / "_build" / "executed"
+    out_dir = Path(out_dir) if out_dir is not None else root
+    chapters = notebook_chapters(root)
+    missing = [c.stem for c in chapters if not (executed_dir / f"{c.stem}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"no executed notebook for {', '.join(missing)} in {executed_dir}; "
+            f"create them with: kdcourse execute {' '.join(missing)}"
+        )
+
+    stage = root / "_build" / "stage"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, stage / name)
+    shutil.copytree(root / BOOK_DIR, stage / BOOK_DIR, ignore=_stage_ignore(root / BOOK_DIR))
+    for chapter in chapters:
+        staged = stage / chapter.relative_to(root)
+        staged.unlink()
+        shutil.copy2(executed_dir / f"{chapter.stem}.ipynb", staged.with_suffix(".ipynb"))
+    _retarget_links(stage / BOOK_DIR, [chapter.stem for chapter in chapters])
+
+    command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+               "build", str(stage), "--path-output", str(out_dir)]
+    if strict:
+        command += ["-W", "-n", "--keep-going"]
+    if subprocess.run(command).returncode != 0:
+        raise RuntimeError(f"jupyter-book build of {stage} failed; see the messages above")
+    return out_dir / "_build" / "html" / "index.html"
+
+
+def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
+    """Run ``tests/`` and, with ``nbval --nbval-lax``, every notebook chapter under the smoke profile.
+
+    The chapters are converted into ``_build/nbval``, where nbval starts their kernels (it uses the
+    notebook's folder as working directory); results and data are found through ``KDCOURSE_RESULTS``
+    and ``KDCOURSE_DATA``, so the chapters do not depend on it. Returns pytest's exit code.
+    """
+    import pytest
+
+    root = Path(root) if root is not None else repo_root()
+    if importlib.util.find_spec("nbval") is None:
+        raise RuntimeError('nbval is not installed; install the test extras: pip install -e ".[test]"')
+    nbval_dir = root / "_build" / "nbval"
+    shutil.rmtree(nbval_dir, ignore_errors=True)
+    notebooks = [str(convert_chapter(chapter, nbval_dir)) for chapter in notebook_chapters(root)]
+    with _environment(kernel_environment(root, "smoke")):
+        return int(pytest.main([f"--rootdir={root}", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]))

@@ -1,0 +1,96 @@
+"""The ``kdcourse`` command: execute the chapters, build the book, run the tests.
+
+Examples::
+
+    kdcourse execute theory --profile smoke   # run one chapter with papermill
+    kdcourse build-html                       # build _build/html from the executed notebooks
+    kdcourse book --profile full              # execute every chapter, then build
+    kdcourse test -x -k losses                # unit tests + nbval of the chapters (pytest args pass through)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from kdcourse import book
+from kdcourse.profiles import PROFILES
+
+def _print_time(name: str, seconds: float) -> None:
+    print(f"{name}: {seconds:.1f} s", flush=True)
+
+
+def _execute(args: argparse.Namespace) -> dict[str, float]:
+    print(f"executing with the {args.profile} profile", flush=True)
+    return book.execute_chapters(
+        args.chapters or None, profile=args.profile, out_dir=args.output, timeout=args.timeout, on_done=_print_time
+    )
+
+
+def _build_html(executed: Path | None, strict: bool) -> None:
+    index = book.build_html(executed, strict=strict)
+    print(f"HTML: {index}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdcourse", description="Execute, build and test the kdcourse book.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    execute = sub.add_parser("execute", help="run chapters with papermill (all notebook chapters by default)")
+    execute.add_argument("chapters", nargs="*", metavar="CHAPTER", help="e.g. theory or book/theory.md")
+    execute.add_argument("--profile", choices=PROFILES, default="smoke", help="run profile (default: smoke)")
+    execute.add_argument("--output", type=Path, default=None, help="folder of executed notebooks (default: _build/executed)")
+    execute.add_argument("--timeout", type=float, default=None, help="time limit per cell in seconds (default: none)")
+
+    build_html = sub.add_parser("build-html", help="build the HTML book from executed notebooks (no execution)")
+    build_html.add_argument("--executed", type=Path, default=None, help="folder of executed notebooks (default: _build/executed)")
+    build_html.add_argument("--strict", action="store_true", help="treat Sphinx warnings as errors")
+
+    whole = sub.add_parser("book", help="execute every chapter, then build the HTML book")
+    whole.add_argument("--profile", choices=PROFILES, default="smoke", help="run profile (default: smoke)")
+    whole.add_argument("--timeout", type=float, default=None, help="time limit per cell in seconds (default: none)")
+    whole.add_argument("--strict", action="store_true", help="treat Sphinx warnings as errors")
+
+    # "test" and "bench" hand their arguments on untouched (see main); listed here for --help.
+    sub.add_parser("test", add_help=False, help="unit tests and nbval of every chapter (smoke); other args go to pytest")
+    sub.add_parser("bench", add_help=False, help="benchmarks (kdcourse.bench; see kdcourse bench --help)")
+    return parser
+
+
+def _run(argv: list[str]) -> int:
+    if argv and argv[0] == "test":
+        return book.run_tests(argv[1:])
+    # --- kdcourse bench: implemented in kdcourse/bench.py as main(args) -> int ---
+    if argv and argv[0] == "bench":
+        from kdcourse.bench import main as bench_main
+
+        return bench_main(argv[1:])
+
+    args = _parser().parse_args(argv)
+    if args.command == "execute":
+        _execute(args)
+    elif args.command == "build-html":
+        _build_html(args.executed, args.strict)
+    elif args.command == "book":
+        start = time.perf_counter()
+        args.chapters, args.output = None, None
+        _execute(args)
+        _build_html(None, args.strict)
+        print(f"total: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kdcourse`` console script; returns the exit status."""
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"kdcourse: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Networks used in the course.
+
+The MNIST models reproduce the architectures of the source reports exactly (the teacher is the
+Keras CNN of the TensorFlow knowledge-distillation tutorial, the student a 784-784-784-10 MLP),
+so that parameter counts and costs can be compared with theirs. All models return logits.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = [
+    "mnist_teacher",
+    "mnist_student",
+    "mnist_assistant",
+    "mlp",
+    "count_parameters",
+]
+
+
+def mnist_teacher(dropout: float = 0.5) -> nn.Sequential:
+    """CNN teacher for 1×28×28 MNIST digits; 1,011,466 parameters.
+
+    conv3×3(32) → maxpool2 (stride 1) → conv3×3(64) → maxpool2 (stride 2) → flatten (7,744)
+    → dropout → dense(128) → dropout → dense(10). Input ``(N, 1, 28, 28)``, output logits ``(N, 10)``.
+    About 10.9 M multiply-accumulates (MACs) per image in its convolutions and dense layers;
+    ptflops (:func:`kdcourse.profiling.count_macs`) reports 11.2 M, as it also counts bias
+    additions, ReLUs and pooling.
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 32, kernel_size=3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=2, stride=1),
+        nn.Conv2d(32, 64, kernel_size=3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=2, stride=2),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(11 * 11 * 64, 128),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(128, 10),
+    )
+
+
+def mlp(hidden: list[int], in_features: int = 784, num_classes: int = 10, dropout: float = 0.0) -> nn.Sequential:
+    """Fully connected network ``in_features → hidden[0] → … → num_classes`` with ReLU.
+
+    Accepts images of any shape whose trailing dimensions multiply to ``in_features``
+    (``(N, 1, 28, 28)`` for MNIST) and returns logits ``(N, num_classes)``. ``dropout`` is applied
+    after each hidden activation (0 disables it and adds no module).
+    """
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def mnist_student(dropout: float = 0.0) -> nn.Sequential:
+    """MLP student 784-784-784-10 of the reports; 1,238,730 parameters, about 1.24 M MACs per image."""
+    return mlp([784, 784], dropout=dropout)
+
+
+def mnist_assistant(dropout: float = 0.0) -> nn.Sequential:
+    """Small CNN teacher assistant, between the teacher and the student in capacity.
+
+    conv3×3(16) → maxpool2 → conv3×3(32) → maxpool2 → flatten (800) → dense(64) → dense(10);
+    56,714 parameters and about 0.71 M MACs per image in its convolutions and dense layers (0.78 M
+    as counted by ptflops, which adds biases, ReLUs and pooling): a cheaper network than the student
+    by parameters, but with the convolutional prior of the teacher.
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, kernel_size=3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(5 * 5 * 32, 64),
+        nn.ReLU(inplace=True),
+        nn.Linear(64, 10),
+    )
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (all, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,103 @@
+"""Matplotlib helpers with one consistent style: white background (readable in dark mode),
+labelled axes, light grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["apply_style", "heatmap", "errorbar_curve", "image_grid"]
+
+STYLE = {
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 110,
+    "font.size": 10,
+}
+
+
+def apply_style() -> None:
+    """Install the course's matplotlib style for every later figure."""
+    plt.rcParams.update(STYLE)
+
+
+def heatmap(
+    values: np.ndarray,
+    row_labels: Sequence[object],
+    col_labels: Sequence[object],
+    *,
+    row_title: str,
+    col_title: str,
+    title: str,
+    value_format: str = "{:.2f}",
+    colorbar_label: str = "",
+    annotations: np.ndarray | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Annotated heatmap of ``values`` ``(rows, cols)``; ``annotations`` (same shape, strings) replace the printed values."""
+    apply_style()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(1.2 * len(col_labels) + 2, 0.6 * len(row_labels) + 1.5))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.grid(False)
+    ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels])
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+    ax.set_xlabel(col_title)
+    ax.set_ylabel(row_title)
+    ax.set_title(title)
+    middle = np.nanmin(values) + 0.5 * (np.nanmax(values) - np.nanmin(values))
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            text = annotations[i, j] if annotations is not None else value_format.format(values[i, j])
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if values[i, j] > middle else "white")
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    fig.tight_layout()
+    return fig
+
+
+def errorbar_curve(
+    x: Sequence[float],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    label: str | None = None,
+    logx: bool = False,
+    ax: Axes | None = None,
+) -> Axes:
+    """Mean ± std curve with error bars; returns the axes so further curves or lines can be added."""
+    apply_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.8))
+    ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, label=label)
+    if logx:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(x), [str(v) for v in x])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return ax
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], *, ncols: int, cmap: str = "gray", size: float = 2.0) -> Figure:
+    """Show ``images`` (each ``(H, W)`` or ``(H, W, 3)``) in a grid with one title each."""
+    apply_style()
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image, cmap=cmap)
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,34 @@
+"""Run profiles: the same chapter at two scales.
+
+``smoke`` runs on a CPU in seconds to a minute on a few hundred samples; its numbers mean
+nothing. ``full`` is the real study. A chapter's ``parameters`` cell sets ``PROFILE`` (papermill
+can override it); when it is ``None`` the ``KDCOURSE_PROFILE`` environment variable decides
+(nbval cannot pass parameters), and without that the default is ``smoke``.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["PROFILES", "PROFILE_ENV", "resolve_profile", "smoke_banner"]
+
+PROFILES = ("smoke", "full")
+PROFILE_ENV = "KDCOURSE_PROFILE"
+
+
+def resolve_profile(profile: str | None = None) -> str:
+    """``profile`` if given, else ``$KDCOURSE_PROFILE``, else ``"smoke"``; must be one of :data:`PROFILES`."""
+    name = profile or os.environ.get(PROFILE_ENV) or "smoke"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES} (argument or ${PROFILE_ENV})")
+    return name
+
+
+def smoke_banner(profile: str) -> str:
+    """A sentence to print at the top of a chapter run, warning when the numbers are not meaningful."""
+    if profile == "smoke":
+        return (
+            "SMOKE PROFILE: a few hundred samples and one or two epochs, to check that the chapter runs. "
+            "The numbers below are NOT meaningful; the recorded full-profile results are in the appendix."
+        )
+    return "FULL PROFILE: the complete study."

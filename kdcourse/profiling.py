@@ -1,0 +1,72 @@
+"""Cost of a model per sample: parameters, multiply-accumulates (MACs), FLOPs and measured latency.
+
+MACs are counted by ptflops; FLOPs = 2 · MACs (one multiply and one add). These are counts per
+input sample, not rates. Latency is wall time measured on this machine and depends on it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .models import count_parameters
+
+__all__ = ["ModelCost", "count_macs", "measure_latency", "profile_model"]
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Per-sample cost: ``parameters``; ``macs`` and ``flops`` per input; latency in milliseconds."""
+
+    parameters: int
+    macs: int
+    flops: int
+    latency_ms_batch1: float
+    latency_ms_per_sample_batched: float
+
+    def as_row(self) -> dict[str, float]:
+        """The cost as a flat dict (for a table)."""
+        return asdict(self)
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on one input of ``input_shape`` (without the batch dimension)."""
+    from ptflops import get_model_complexity_info
+
+    macs, _ = get_model_complexity_info(
+        model, tuple(input_shape), as_strings=False, print_per_layer_stat=False, verbose=False, backend="pytorch"
+    )
+    return int(macs)
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1, repeats: int = 50, warmup: int = 5) -> float:
+    """Median wall time of one forward pass per sample, in milliseconds, on the CPU, in eval mode."""
+    was_training = model.training
+    model.eval()
+    x = torch.randn(batch_size, *input_shape)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    model.train(was_training)
+    return statistics.median(times) * 1000.0 / batch_size
+
+
+def profile_model(model: nn.Module, input_shape: tuple[int, ...], *, batched: int = 256, repeats: int = 50) -> ModelCost:
+    """Parameters, MACs, FLOPs and latency (batch of 1, and per sample in a batch of ``batched``)."""
+    macs = count_macs(model, input_shape)
+    return ModelCost(
+        parameters=count_parameters(model),
+        macs=macs,
+        flops=2 * macs,
+        latency_ms_batch1=measure_latency(model, input_shape, 1, repeats),
+        latency_ms_per_sample_batched=measure_latency(model, input_shape, batched, max(5, repeats // 5)),
+    )

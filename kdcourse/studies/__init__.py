@@ -1,0 +1,1 @@
+"""One module per chapter study: its configuration per profile and the code that runs it."""

@@ -1,0 +1,178 @@
+"""The MNIST distillation study: CNN teacher → MLP student, a T × α grid, and the student from scratch.
+
+For every seed: train the teacher (checkpointed), cache its logits on the training split, then
+train the whole grid of students plus the scratch student (α = 0) side by side as one
+:class:`~kdcourse.distill.StackedMLP`. All arms of a seed share the initial weights, the batch
+order and the teacher, so differences between arms are paired. Each student keeps the epoch with
+the best validation accuracy; the test set is only used to report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import nn
+
+from .. import data as kd_data
+from .. import distill, metrics, models, paths
+from ..train import evaluate, fit, predict_logits
+
+__all__ = ["StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_study", "grid_table", "paired_comparison"]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that defines a run of the study (all arms share it)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    temperatures: tuple[float, ...] = (1, 2, 4, 16, 32, 64)
+    alphas: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    teacher_epochs: int = 12
+    student_epochs: int = 12
+    batch_size: int = 128
+    lr: float = 1e-3
+    teacher_shift: int = 2  # random translation (pixels) of the teacher's training images; 0 disables
+    train_samples: int | None = None  # None: the whole training split (55,000 images)
+    val_size: int = 5000
+    mixed_precision: bool = True  # bfloat16 autocast for matrix products
+    headline: tuple[float, float] = (4.0, 0.5)  # (T, α) of the reports' KD student
+
+    def key(self) -> str:
+        """Short hash of the configuration: runs with another configuration never share checkpoints."""
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+PROFILES: dict[str, StudyConfig] = {
+    "smoke": StudyConfig(
+        seeds=(0, 1), temperatures=(1, 4), alphas=(0.5, 0.9), teacher_epochs=1, student_epochs=2,
+        batch_size=64, train_samples=512, val_size=500,
+    ),
+    "full": StudyConfig(),
+}
+
+
+def config_for(profile: str, **overrides: object) -> StudyConfig:
+    """The configuration of ``profile`` with ``overrides`` (fields of :class:`StudyConfig`) applied; None values are ignored."""
+    return replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class StudyOutcome:
+    """Results of :func:`run_study`.
+
+    ``runs`` has one row per (seed, model): columns ``seed``, ``model`` (``teacher``, ``kd`` or
+    ``scratch``), ``temperature``, ``alpha``, ``val_accuracy``, ``test_accuracy`` (fractions),
+    ``best_epoch``, ``precision``, ``recall``, ``f1`` (macro, test set). ``models`` holds the
+    trained networks of the first seed: ``teacher``, ``kd`` (the headline T, α) and ``scratch``.
+    """
+
+    config: StudyConfig
+    runs: pd.DataFrame
+    models: dict[str, nn.Module]
+    train_seconds: float
+    epoch_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _scores_row(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    scores = metrics.classification_scores(logits, targets)
+    return {"test_accuracy": scores["accuracy"], "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
+
+
+def _train_teacher(config: StudyConfig, dataset: kd_data.MnistData, seed: int, run_dir: Path, amp: torch.dtype | None):
+    torch.manual_seed(seed)
+    teacher = models.mnist_teacher().to(memory_format=torch.channels_last)
+    augment = None
+    if config.teacher_shift > 0:
+        def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return kd_data.random_shift(x, generator, config.teacher_shift)
+    batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, batch_size=config.batch_size, seed=seed, transform=augment)
+    result = fit(
+        teacher, batches, epochs=config.teacher_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.lr,
+        schedule="cosine", checkpoint=run_dir / f"teacher_seed{seed}.ckpt", seed=seed, amp_dtype=amp,
+        description=f"teacher seed {seed}",
+    )
+    return teacher, result
+
+
+def _grid_members(config: StudyConfig) -> list[tuple[str, float, float]]:
+    """(model, T, α) of every stacked student: the T × α grid, then the scratch student (α = 0)."""
+    return [("kd", t, a) for t in config.temperatures for a in config.alphas] + [("scratch", 1.0, 0.0)]
+
+
+def run_study(config: StudyConfig, dataset: kd_data.MnistData, *, run_dir: Path | None = None) -> StudyOutcome:
+    """Train teachers and student grids for every seed (resuming finished work from ``run_dir``)."""
+    run_dir = run_dir or paths.runs_dir() / "mnist_distillation" / config.key()
+    amp = torch.bfloat16 if config.mixed_precision else None
+    if config.train_samples is not None:
+        dataset = kd_data.MnistData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
+    members = _grid_members(config)
+    temperatures = torch.tensor([t for _, t, _ in members])
+    alphas = torch.tensor([a for _, _, a in members])
+    rows: list[dict] = []
+    kept: dict[str, nn.Module] = {}
+    train_seconds = 0.0
+    epoch_seconds: dict[str, float] = {}
+    for seed in config.seeds:
+        teacher, teacher_fit = _train_teacher(config, dataset, seed, run_dir, amp)
+        train_seconds += teacher_fit.train_seconds
+        epoch_seconds["teacher"] = teacher_fit.train_seconds / len(teacher_fit.history)
+        teacher_test = predict_logits(teacher, dataset.test.x, amp_dtype=amp)
+        rows.append({"seed": seed, "model": "teacher", "temperature": np.nan, "alpha": np.nan,
+                     "val_accuracy": teacher_fit.best_val_accuracy, "best_epoch": teacher_fit.best_epoch,
+                     **_scores_row(teacher_test, dataset.test.y)})
+        soft_targets = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp)
+
+        students = []
+        for _ in members:  # identical initial weights for every arm of this seed
+            torch.manual_seed(seed)
+            students.append(models.mnist_student())
+        grid = distill.StackedMLP(students)
+        batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, soft_targets, batch_size=config.batch_size, seed=seed)
+
+        def loss_fn(logits: torch.Tensor, targets: torch.Tensor, teacher_batch: torch.Tensor) -> torch.Tensor:
+            return distill.grid_distillation_loss(logits, teacher_batch, targets, temperatures, alphas).sum()
+
+        grid_fit = fit(
+            grid, batches, loss_fn, epochs=config.student_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.lr,
+            schedule="cosine", checkpoint=run_dir / f"students_seed{seed}.ckpt", seed=seed, amp_dtype=amp,
+            description=f"{len(members)} students seed {seed}",
+        )
+        train_seconds += grid_fit.train_seconds
+        epoch_seconds["student_grid"] = grid_fit.train_seconds / len(grid_fit.history)
+        test_logits = predict_logits(grid, dataset.test.x, amp_dtype=amp)
+        for index, (kind, temperature, alpha) in enumerate(members):
+            rows.append({"seed": seed, "model": kind, "temperature": temperature if kind == "kd" else np.nan,
+                         "alpha": alpha if kind == "kd" else np.nan, "val_accuracy": grid_fit.best_val_accuracy[index],
+                         "best_epoch": grid_fit.best_epoch[index], **_scores_row(test_logits[index], dataset.test.y)})
+        if seed == config.seeds[0]:
+            headline = members.index(("kd", *config.headline)) if ("kd", *config.headline) in members else 0
+            kept = {"teacher": teacher.eval(), "kd": grid.member(headline), "scratch": grid.member(len(members) - 1)}
+    return StudyOutcome(config, pd.DataFrame(rows), kept, train_seconds, epoch_seconds)
+
+
+def grid_table(runs: pd.DataFrame, column: str = "test_accuracy") -> pd.DataFrame:
+    """Mean and std over seeds of ``column`` for every (T, α) of the KD grid; index (T, α)."""
+    kd = runs[runs.model == "kd"]
+    return kd.groupby(["temperature", "alpha"])[column].agg(["mean", "std", "count"])
+
+
+def paired_comparison(runs: pd.DataFrame, temperature: float, alpha: float) -> dict[str, float]:
+    """KD student (T, α) against the scratch student, paired by seed (same initial weights, batches, teacher).
+
+    Returns the mean and std of the per-seed test-accuracy difference (percentage points), the
+    number of seeds and the two-sided p-value of a paired t-test (NaN with fewer than 2 seeds).
+    """
+    kd = runs[(runs.model == "kd") & (runs.temperature == temperature) & (runs.alpha == alpha)].set_index("seed")
+    scratch = runs[runs.model == "scratch"].set_index("seed")
+    difference = (kd.test_accuracy - scratch.test_accuracy).dropna() * 100
+    p_value = float(stats.ttest_1samp(difference, 0.0).pvalue) if len(difference) > 1 else float("nan")
+    return {"mean": float(difference.mean()), "std": float(difference.std(ddof=1)) if len(difference) > 1 else 0.0,
+            "seeds": len(difference), "p_value": p_value}

@@ -1,0 +1,291 @@
+"""Training and evaluation loops for any model and any loss.
+
+``fit`` trains on an iterable of batches ``(inputs, targets, *extras)`` and calls
+``loss_fn(logits, targets, *extras)``; extras carry, for example, cached teacher logits. It
+validates every epoch, keeps the weights of the best validation epoch (model selection never
+looks at the test set), can stop early, follows a learning-rate schedule and writes a checkpoint
+after every epoch so that an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "seed_everything"]
+
+LossFn = Callable[..., Tensor]
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+def progress_enabled() -> bool:
+    """Progress bars are on unless ``KDCOURSE_PROGRESS=0`` (book builds set it)."""
+    return os.environ.get("KDCOURSE_PROGRESS", "1") != "0"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed PyTorch's global generators (weight initialisation, dropout)."""
+    torch.manual_seed(seed)
+
+
+def _autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    data: Tensor | Iterable,
+    *,
+    batch_size: int = 2048,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Logits ``(N, C)`` (float32, on the CPU) of ``model`` in eval mode (``(G, N, C)`` for a stacked model).
+
+    ``data`` is an input tensor ``(N, ...)`` or an iterable of batches whose first element is the input.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    batches = (data[i : i + batch_size] for i in range(0, len(data), batch_size)) if isinstance(data, Tensor) else (
+        b[0] if isinstance(b, (tuple, list)) else b for b in data
+    )
+    outputs = []
+    with _autocast(amp_dtype, device):
+        for x in batches:
+            outputs.append(model(x.to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs, dim=-2)
+
+
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int = 2048,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float | list[float]]:
+    """Cross-entropy (nats per sample) and accuracy (fraction in [0, 1]) of ``model`` on ``(x, y)``.
+
+    For a stacked model returning ``(G, N, C)`` logits (see :class:`kdcourse.distill.StackedMLP`)
+    both values are lists with one entry per member.
+    """
+    logits = predict_logits(model, x, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+    if logits.dim() == 3:
+        losses = torch.stack([F.cross_entropy(member, y) for member in logits])
+        accuracies = (logits.argmax(-1) == y).float().mean(-1)
+        return {"loss": losses.tolist(), "accuracy": accuracies.tolist()}
+    return {
+        "loss": F.cross_entropy(logits, y).item(),
+        "accuracy": (logits.argmax(1) == y).float().mean().item(),
+    }
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns and stores in its checkpoint.
+
+    ``history`` has one dict per epoch: ``epoch`` (1-based), ``train_loss``, ``val_loss``,
+    ``val_accuracy``, ``lr`` and ``seconds`` (wall time of the epoch). For a stacked model the
+    validation values, ``best_epoch`` and ``best_val_accuracy`` are lists with one entry per member.
+    """
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | list[int] = 0
+    best_val_accuracy: float | list[float] = -math.inf
+    stopped_early: bool = False
+    finished: bool = False
+
+    @property
+    def train_seconds(self) -> float:
+        """Total wall time of all epochs, in seconds."""
+        return sum(h["seconds"] for h in self.history)
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, epochs: int, steps_per_epoch: int, lr: float
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    total = epochs * steps_per_epoch
+    if schedule == "constant":
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.15)
+
+
+def _as_list(value: float | list[float]) -> list[float]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def fit(
+    model: nn.Module,
+    train_batches: Iterable,
+    loss_fn: LossFn | None = None,
+    *,
+    epochs: int,
+    val_data: tuple[Tensor, Tensor] | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
+    early_stopping_patience: int | None = None,
+    restore_best: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+    description: str = "train",
+) -> FitResult:
+    """Train ``model`` with Adam (AdamW when ``weight_decay`` > 0) and return its :class:`FitResult`.
+
+    Args:
+        model: a module returning logits ``(N, C)``, or a stacked model returning ``(G, N, C)``
+            whose state tensors all have the member index as their first dimension (then each
+            member is selected on its own validation accuracy).
+        train_batches: iterable of ``(inputs, targets, *extras)``; if it has ``set_epoch`` (like
+            :class:`kdcourse.data.TensorBatches`) it is called with the 0-based epoch.
+        loss_fn: ``loss_fn(logits, targets, *extras) -> scalar``; default cross-entropy.
+        epochs: maximum number of epochs.
+        val_data: ``(x_val, y_val)`` evaluated after each epoch; the best epoch by validation
+            accuracy is selected (and its weights restored when ``restore_best``).
+        lr, weight_decay: optimiser settings.
+        schedule: ``"constant"``, ``"cosine"`` (to zero over the run) or ``"onecycle"``; stepped per batch.
+        early_stopping_patience: stop after this many epochs in which no member improved on validation.
+        checkpoint: file written after every epoch; if it exists the run resumes from it, and a
+            finished run is returned without training.
+        seed: seeds the randomness drawn during training (dropout); initialise the model under
+            the same seed before calling ``fit`` for a fully reproducible run.
+        amp_dtype: e.g. ``torch.bfloat16`` to run forward passes in mixed precision.
+        progress: show a progress bar (default: :func:`progress_enabled`).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if early_stopping_patience is not None and (val_data is None or early_stopping_patience < 1):
+        raise ValueError("early stopping needs val_data and a patience >= 1")
+    device = torch.device(device)
+    loss_fn = loss_fn or (lambda logits, targets, *_: F.cross_entropy(logits.float(), targets))
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = _make_scheduler(optimizer, schedule, epochs, len(train_batches), lr)  # type: ignore[arg-type]
+    result = FitResult()
+    best_state: dict[str, Tensor] | None = None
+    best_accuracy: Tensor | None = None  # (G,) best validation accuracy per member
+    best_epoch: Tensor | None = None
+    stale_epochs = 0
+    torch.manual_seed(seed)
+
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        best_state, best_accuracy, best_epoch = state["best_model"], state["best_accuracy"], state["best_epoch"]
+        stale_epochs = state["stale_epochs"]
+        result = FitResult(**state["result"])
+        if result.finished:
+            if restore_best and best_state is not None:
+                model.load_state_dict(best_state)
+            return result
+
+    show = progress_enabled() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, initial=len(result.history), desc=description, leave=False)
+    for epoch in range(len(result.history), epochs):
+        start = time.perf_counter()
+        model.train()
+        if hasattr(train_batches, "set_epoch"):
+            train_batches.set_epoch(epoch)
+        total_loss, total_count = torch.zeros(()), 0
+        for inputs, targets, *extras in train_batches:
+            inputs, targets = inputs.to(device), targets.to(device)
+            extras = [e.to(device) for e in extras]
+            with _autocast(amp_dtype, device):
+                logits = model(inputs)
+            loss = loss_fn(logits.float(), targets, *extras)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total_loss += loss.detach().cpu() * len(targets)
+            total_count += len(targets)
+        record: dict = {"epoch": epoch + 1, "train_loss": (total_loss / total_count).item(), "lr": optimizer.param_groups[0]["lr"]}
+        if val_data is not None:
+            scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype)
+            record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
+            accuracy = torch.tensor(_as_list(scores["accuracy"]))
+            state_now = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if best_state is None:
+                improved = torch.ones_like(accuracy, dtype=torch.bool)
+                best_state, best_accuracy, best_epoch = state_now, accuracy, torch.full_like(accuracy, epoch + 1)
+            else:
+                improved = accuracy > best_accuracy
+                for key, value in state_now.items():
+                    if value.dim() == 0 or len(improved) == 1:
+                        if improved.all():
+                            best_state[key] = value
+                    else:
+                        best_state[key][improved] = value[improved]
+                best_accuracy = torch.where(improved, accuracy, best_accuracy)
+                best_epoch = torch.where(improved, torch.full_like(accuracy, epoch + 1), best_epoch)
+            stale_epochs = 0 if improved.any() else stale_epochs + 1
+            stacked = isinstance(scores["accuracy"], list)
+            result.best_val_accuracy = best_accuracy.tolist() if stacked else best_accuracy.item()
+            result.best_epoch = best_epoch.int().tolist() if stacked else int(best_epoch.item())
+        else:
+            result.best_epoch = epoch + 1
+        record["seconds"] = time.perf_counter() - start
+        result.history.append(record)
+        stop = early_stopping_patience is not None and stale_epochs >= early_stopping_patience
+        result.stopped_early = stop
+        result.finished = stop or epoch + 1 == epochs
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": torch.get_rng_state(),
+                    "best_model": best_state,
+                    "best_accuracy": best_accuracy,
+                    "best_epoch": best_epoch,
+                    "stale_epochs": stale_epochs,
+                    "result": asdict(result),
+                },
+                tmp,
+            )
+            os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train_loss=f"{record['train_loss']:.4f}")
+        if stop:
+            break
+    if bar is not None:
+        bar.close()
+    if restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return result

@@ -1,0 +1,123 @@
+"""Tests of kdcourse.book: finding, converting and executing chapters, and staging the build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdcourse import book
+
+FRONT_MATTER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
+
+def notebook(*cells: str) -> str:
+    """A Jupytext MyST notebook whose first code cell is tagged ``parameters``."""
+    body = "```{code-cell} ipython3\n:tags: [parameters]\n\nPROFILE = None\n```\n"
+    for cell in cells:
+        body += f"\n```{{code-cell}} ipython3\n{cell}\n```\n"
+    return FRONT_MATTER + "\n# A chapter\n\n" + body
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A book with a plain root page, notebook chapters b and a (in that order), and a plain page p."""
+    (tmp_path / "_config.yml").write_text("title: test\n")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/b\n  - file: book/p\n  - file: book/a.md\n"
+    )
+    pages = tmp_path / "book"
+    pages.mkdir()
+    (pages / "intro.md").write_text("# Intro\n")
+    (pages / "p.md").write_text("---\ntitle: plain\n---\n# Plain page\n")
+    (pages / "b.md").write_text(notebook("x = 1"))
+    (pages / "a.md").write_text(
+        notebook(
+            "import os\nfrom pathlib import Path\n"
+            "Path('seen.txt').write_text(f\"{PROFILE} {os.environ['KDCOURSE_PROFILE']} {os.environ['KDCOURSE_RESULTS']}\")"
+        )
+    )
+    return tmp_path
+
+
+def test_notebook_chapters_in_toc_order_without_plain_pages(repo: Path) -> None:
+    assert book.notebook_chapters(repo) == [repo / "book" / "b.md", repo / "book" / "a.md"]
+
+
+def test_find_chapters_accepts_names_with_or_without_folder_and_suffix(repo: Path) -> None:
+    assert book.find_chapters(["a", "book/b.md", "book/a"], repo) == [repo / "book" / n for n in ("a.md", "b.md", "a.md")]
+    with pytest.raises(ValueError, match="no notebook chapter 'p'"):
+        book.find_chapters(["p"], repo)
+
+
+def test_repo_root_walks_up_from_the_current_directory(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo / "book")
+    assert book.repo_root() == repo.resolve()
+
+
+def test_convert_chapter_keeps_the_parameters_tag(repo: Path, tmp_path: Path) -> None:
+    import nbformat
+
+    out = book.convert_chapter(repo / "book" / "a.md", tmp_path / "converted")
+    assert out == tmp_path / "converted" / "a.ipynb"
+    nb = nbformat.read(out, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code[0].metadata.get("tags") == ["parameters"]
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_execute_chapters_injects_the_profile_and_records_timings(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "executed"
+    timings = book.execute_chapters(["a"], profile="full", out_dir=out, root=repo)
+    assert set(timings) == {"a"} and timings["a"] >= 0
+    # papermill runs the chapter in book/ with the profile injected and the environment set
+    profile, env_profile, results = (repo / "book" / "seen.txt").read_text().split()
+    assert (profile, env_profile, results) == ("full", "full", str(repo / "book" / "results"))
+    assert json.loads((out / "timings.json").read_text()) == {"a": timings["a"], "profile": "full"}
+    assert (out / "a.ipynb").is_file()
+
+
+def test_execute_chapters_names_the_failing_chapter(repo: Path, tmp_path: Path) -> None:
+    (repo / "book" / "b.md").write_text(notebook("raise ValueError('boom')"))
+    with pytest.raises(RuntimeError, match=r"chapter 'b' failed.*executed[/\\]b\.ipynb"):
+        book.execute_chapters(["b"], out_dir=tmp_path / "executed", root=repo)
+    assert (tmp_path / "executed" / "b.ipynb").is_file()
+
+
+def test_build_html_refuses_without_executed_notebooks(repo: Path, tmp_path: Path) -> None:
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    (executed / "b.ipynb").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no executed notebook for a .*kdcourse execute a"):
+        book.build_html(executed, root=repo)
+
+
+def test_cli_reports_errors_without_a_traceback(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kdcourse.cli import main
+
+    monkeypatch.chdir(repo)
+    assert main(["build-html"]) == 1
+    assert "kdcourse execute b a" in capsys.readouterr().err
+    assert main(["execute", "nope"]) == 1
+    assert "no notebook chapter 'nope'" in capsys.readouterr().err
+
+
+def test_staged_links_to_notebook_chapters_point_at_the_notebooks(tmp_path: Path) -> None:
+    page = tmp_path / "intro.md"
+    page.write_text("[a](a.md), [b](./a.md#part), [plain](p.md), [other](ab.md), {doc}`a`\n")
+    book._retarget_links(tmp_path, ["a"])
+    assert page.read_text() == "[a](a.ipynb), [b](./a.ipynb#part), [plain](p.md), [other](ab.md), {doc}`a`\n"
