@@ -128,10 +128,13 @@ def convert_chapter(md_path: Path, out_dir: Path) -> Path:
 
 
 def kernel_environment(root: Path, profile: str) -> dict[str, str]:
-    """Environment variables for a kernel that runs the chapters of ``root`` under ``profile``."""
+    """Environment variables for a kernel that runs the chapters of ``root`` under ``profile``: the
+    profile, no progress bars (ours and third-party tqdm bars), results under ``book/results``, the
+    Agg backend, and ``KDCOURSE_DATA`` from a ``shared/data`` folder beside the repository if unset."""
     env = {
         PROFILE_ENV: profile,
         "KDCOURSE_PROGRESS": "0",
+        "TQDM_DISABLE": "1",
         "KDCOURSE_RESULTS": str(root / BOOK_DIR / "results"),
         "MPLBACKEND": "Agg",
     }
@@ -240,7 +243,7 @@ def build_html(
     replaced by ``executed_dir/X.ipynb`` (default ``_build/executed``) and links to ``X.md``
     pointed at ``X.ipynb``; Jupyter Book writes the
     site to ``out_dir/_build/html`` (default ``out_dir`` is the repository root, so ``_build/html``).
-    ``strict`` turns Sphinx warnings into errors.
+    ``strict`` rebuilds every page and turns Sphinx warnings (nit-picky) into errors.
     """
     root = Path(root) if root is not None else repo_root()
     executed_dir = Path(executed_dir) if executed_dir is not None else root / "_build" / "executed"
@@ -268,7 +271,7 @@ def build_html(
     command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
                "build", str(stage), "--path-output", str(out_dir)]
     if strict:
-        command += ["-W", "-n", "--keep-going"]
+        command += ["-W", "-n", "--keep-going", "--all"]
     if subprocess.run(command).returncode != 0:
         raise RuntimeError(f"jupyter-book build of {stage} failed; see the messages above")
     return out_dir / "_build" / "html" / "index.html"

@@ -7,6 +7,7 @@ supports the class. Works for any model that returns logits.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,7 +64,9 @@ def lime_explanation(
         seed: seed of LIME's sampling, for reproducible maps.
         segmentation: LIME segmentation function; default :func:`mnist_segmentation` for 1-channel images.
     """
-    from lime import lime_image
+    with warnings.catch_warnings():  # lime imports tqdm.auto, which warns when ipywidgets is absent
+        warnings.simplefilter("ignore")
+        from lime import lime_image
 
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"image must be (C, H, W) with C = 1 or 3, got {tuple(image.shape)}")

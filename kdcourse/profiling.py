@@ -37,9 +37,15 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass on one input of ``input_shape`` (without the batch dimension)."""
     from ptflops import get_model_complexity_info
 
-    macs, _ = get_model_complexity_info(
-        model, tuple(input_shape), as_strings=False, print_per_layer_stat=False, verbose=False, backend="pytorch"
-    )
+    was_training = model.training  # ptflops switches the model to eval mode and leaves it there
+    try:
+        macs, _ = get_model_complexity_info(
+            model, tuple(input_shape), as_strings=False, print_per_layer_stat=False, verbose=False, backend="pytorch"
+        )
+    finally:
+        model.train(was_training)
+    if macs is None:  # ptflops prints the exception and returns None when the forward pass fails
+        raise RuntimeError(f"ptflops could not count the MACs of {type(model).__name__} on inputs of shape {tuple(input_shape)}")
     return int(macs)
 
 

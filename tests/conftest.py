@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,3 +53,12 @@ def mnist_root(tmp_path: Path) -> Path:
     """A data root holding a small MNIST (300 training and 100 test images) in the official format."""
     return write_mnist(tmp_path / "data")
 
+
+
+@pytest.fixture(scope="session")
+def mnist_files() -> SimpleNamespace:
+    """The IDX helpers above, for tests that write their own (possibly broken) MNIST files."""
+    return SimpleNamespace(
+        write_idx=write_idx, synthetic_digits=synthetic_digits, write_mnist=write_mnist,
+        IMAGE_MAGIC=IMAGE_MAGIC, LABEL_MAGIC=LABEL_MAGIC, LABEL_PIXEL=LABEL_PIXEL, LABEL_SCALE=LABEL_SCALE,
+    )

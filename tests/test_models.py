@@ -129,3 +129,17 @@ def test_profile_model_reports_consistent_costs() -> None:
     assert model.training  # profiling restores the mode
     row = cost.as_row()
     assert set(row) == {"parameters", "macs", "flops", "latency_ms_batch1", "latency_ms_per_sample_batched"}
+
+
+def test_count_macs_keeps_the_training_mode() -> None:
+    model = models.mnist_teacher().train()
+    count_macs(model, MNIST_SHAPE)
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    count_macs(model, MNIST_SHAPE)
+    assert not model.training
+
+
+def test_count_macs_raises_when_the_forward_pass_fails() -> None:
+    with pytest.raises(RuntimeError, match="MACs"):
+        count_macs(models.mnist_student(), (3, 32, 32))  # 3072 inputs for a 784-input MLP

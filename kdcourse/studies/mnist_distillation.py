@@ -1,8 +1,8 @@
 """The MNIST distillation study: CNN teacher → MLP student, a T × α grid, and the student from scratch.
 
 For every seed: train the teacher (checkpointed), cache its logits on the training split, then
-train the whole grid of students plus the scratch student (α = 0) side by side as one
-:class:`~kdcourse.distill.StackedMLP`. All arms of a seed share the initial weights, the batch
+train the whole grid of students plus the scratch student (α = 0), ``stack_size`` at a time side
+by side in a :class:`~kdcourse.distill.StackedMLP`. All arms of a seed share the initial weights, the batch
 order and the teacher, so differences between arms are paired. Each student keeps the epoch with
 the best validation accuracy; the test set is only used to report.
 """
@@ -36,10 +36,13 @@ class StudyConfig:
     temperatures: tuple[float, ...] = (1, 2, 4, 16, 32, 64)
     alphas: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     teacher_epochs: int = 12
-    student_epochs: int = 12
-    batch_size: int = 128
-    lr: float = 1e-3
+    teacher_batch_size: int = 128
+    teacher_lr: float = 1e-3
     teacher_shift: int = 2  # random translation (pixels) of the teacher's training images; 0 disables
+    student_epochs: int = 10
+    student_batch_size: int = 256
+    student_lr: float = 3e-3
+    stack_size: int = 4  # students trained together in one StackedMLP (more stop fitting in CPU caches)
     train_samples: int | None = None  # None: the whole training split (55,000 images)
     val_size: int = 5000
     mixed_precision: bool = True  # bfloat16 autocast for matrix products
@@ -53,7 +56,7 @@ class StudyConfig:
 PROFILES: dict[str, StudyConfig] = {
     "smoke": StudyConfig(
         seeds=(0, 1), temperatures=(1, 4), alphas=(0.5, 0.9), teacher_epochs=1, student_epochs=2,
-        batch_size=64, train_samples=512, val_size=500,
+        teacher_batch_size=64, student_batch_size=64, train_samples=512, val_size=5000,
     ),
     "full": StudyConfig(),
 }
@@ -93,9 +96,9 @@ def _train_teacher(config: StudyConfig, dataset: kd_data.MnistData, seed: int, r
     if config.teacher_shift > 0:
         def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             return kd_data.random_shift(x, generator, config.teacher_shift)
-    batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, batch_size=config.batch_size, seed=seed, transform=augment)
+    batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, batch_size=config.teacher_batch_size, seed=seed, transform=augment)
     result = fit(
-        teacher, batches, epochs=config.teacher_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.lr,
+        teacher, batches, epochs=config.teacher_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.teacher_lr,
         schedule="cosine", checkpoint=run_dir / f"teacher_seed{seed}.ckpt", seed=seed, amp_dtype=amp,
         description=f"teacher seed {seed}",
     )
@@ -107,15 +110,61 @@ def _grid_members(config: StudyConfig) -> list[tuple[str, float, float]]:
     return [("kd", t, a) for t in config.temperatures for a in config.alphas] + [("scratch", 1.0, 0.0)]
 
 
-def run_study(config: StudyConfig, dataset: kd_data.MnistData, *, run_dir: Path | None = None) -> StudyOutcome:
-    """Train teachers and student grids for every seed (resuming finished work from ``run_dir``)."""
-    run_dir = run_dir or paths.runs_dir() / "mnist_distillation" / config.key()
+def _train_students(
+    config: StudyConfig, dataset: kd_data.MnistData, seed: int, soft_targets: torch.Tensor, run_dir: Path, amp: torch.dtype | None
+) -> tuple[list[dict], dict[str, nn.Module], float]:
+    """Train every (T, α) student and the scratch student of one seed, ``stack_size`` at a time."""
+    members = _grid_members(config)
+    rows, kept, seconds = [], {}, 0.0
+    batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, soft_targets, batch_size=config.student_batch_size, seed=seed)
+    for first in range(0, len(members), config.stack_size):
+        chunk = members[first : first + config.stack_size]
+        temperatures = torch.tensor([t for _, t, _ in chunk])
+        alphas = torch.tensor([a for _, _, a in chunk])
+        students = []
+        for _ in chunk:  # identical initial weights for every arm of this seed
+            torch.manual_seed(seed)
+            students.append(models.mnist_student())
+        stack = distill.StackedMLP(students)
+
+        def loss_fn(logits: torch.Tensor, targets: torch.Tensor, teacher_batch: torch.Tensor) -> torch.Tensor:
+            return distill.grid_distillation_loss(logits, teacher_batch, targets, temperatures, alphas).sum()
+
+        result = fit(
+            stack, batches, loss_fn, epochs=config.student_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.student_lr,
+            schedule="cosine", checkpoint=run_dir / f"students_seed{seed}_from{first}.ckpt", seed=seed, amp_dtype=amp,
+            description=f"students {first + 1}-{first + len(chunk)} of {len(members)}, seed {seed}",
+        )
+        seconds += result.train_seconds
+        test_logits = predict_logits(stack, dataset.test.x, amp_dtype=amp)
+        for index, (kind, temperature, alpha) in enumerate(chunk):
+            rows.append({"seed": seed, "model": kind, "temperature": temperature if kind == "kd" else np.nan,
+                         "alpha": alpha if kind == "kd" else np.nan, "val_accuracy": result.best_val_accuracy[index],
+                         "best_epoch": result.best_epoch[index], **_scores_row(test_logits[index], dataset.test.y)})
+            if (kind, temperature, alpha) == ("kd", *config.headline):
+                kept["kd"] = stack.member(index)
+            elif kind == "scratch":
+                kept["scratch"] = stack.member(index)
+    return rows, kept, seconds
+
+
+def run_study(config: StudyConfig, dataset: kd_data.MnistData, *, run_root: Path | None = None) -> StudyOutcome:
+    """Train teachers and students for every seed, resuming finished work from checkpoints.
+
+    Checkpoints and cached teacher logits go to ``run_root / config.key()`` (default root:
+    ``kdcourse.paths.runs_dir() / "mnist_distillation"``), so another configuration never reuses them.
+    ``dataset`` must have been loaded with ``val_size=config.val_size``.
+    """
+    if len(dataset.val) != config.val_size:
+        raise ValueError(f"dataset has {len(dataset.val)} validation images but config.val_size is {config.val_size}; "
+                         "load it with load_mnist(val_size=config.val_size)")
+    if ("kd", *config.headline) not in _grid_members(config):
+        raise ValueError(f"headline (T, α) = {config.headline} is not a point of the grid")
+    run_dir = (run_root or paths.runs_dir() / "mnist_distillation") / config.key()
+    torch.set_flush_denormal(True)  # denormal floats late in training slow CPU steps by up to half; flushing changes no result
     amp = torch.bfloat16 if config.mixed_precision else None
     if config.train_samples is not None:
         dataset = kd_data.MnistData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
-    members = _grid_members(config)
-    temperatures = torch.tensor([t for _, t, _ in members])
-    alphas = torch.tensor([a for _, _, a in members])
     rows: list[dict] = []
     kept: dict[str, nn.Module] = {}
     train_seconds = 0.0
@@ -129,32 +178,12 @@ def run_study(config: StudyConfig, dataset: kd_data.MnistData, *, run_dir: Path 
                      "val_accuracy": teacher_fit.best_val_accuracy, "best_epoch": teacher_fit.best_epoch,
                      **_scores_row(teacher_test, dataset.test.y)})
         soft_targets = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp)
-
-        students = []
-        for _ in members:  # identical initial weights for every arm of this seed
-            torch.manual_seed(seed)
-            students.append(models.mnist_student())
-        grid = distill.StackedMLP(students)
-        batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, soft_targets, batch_size=config.batch_size, seed=seed)
-
-        def loss_fn(logits: torch.Tensor, targets: torch.Tensor, teacher_batch: torch.Tensor) -> torch.Tensor:
-            return distill.grid_distillation_loss(logits, teacher_batch, targets, temperatures, alphas).sum()
-
-        grid_fit = fit(
-            grid, batches, loss_fn, epochs=config.student_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.lr,
-            schedule="cosine", checkpoint=run_dir / f"students_seed{seed}.ckpt", seed=seed, amp_dtype=amp,
-            description=f"{len(members)} students seed {seed}",
-        )
-        train_seconds += grid_fit.train_seconds
-        epoch_seconds["student_grid"] = grid_fit.train_seconds / len(grid_fit.history)
-        test_logits = predict_logits(grid, dataset.test.x, amp_dtype=amp)
-        for index, (kind, temperature, alpha) in enumerate(members):
-            rows.append({"seed": seed, "model": kind, "temperature": temperature if kind == "kd" else np.nan,
-                         "alpha": alpha if kind == "kd" else np.nan, "val_accuracy": grid_fit.best_val_accuracy[index],
-                         "best_epoch": grid_fit.best_epoch[index], **_scores_row(test_logits[index], dataset.test.y)})
+        student_rows, students, seconds = _train_students(config, dataset, seed, soft_targets, run_dir, amp)
+        rows += student_rows
+        train_seconds += seconds
+        epoch_seconds["students (all arms of one seed)"] = seconds / config.student_epochs
         if seed == config.seeds[0]:
-            headline = members.index(("kd", *config.headline)) if ("kd", *config.headline) in members else 0
-            kept = {"teacher": teacher.eval(), "kd": grid.member(headline), "scratch": grid.member(len(members) - 1)}
+            kept = {"teacher": teacher.eval(), **students}
     return StudyOutcome(config, pd.DataFrame(rows), kept, train_seconds, epoch_seconds)
 
 

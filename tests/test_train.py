@@ -1,0 +1,239 @@
+"""Tests of kdcourse.train: the training loop, model selection, early stopping and resuming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcourse.data import TensorBatches
+from kdcourse.train import FitResult, evaluate, fit, predict_logits
+
+CENTRES = torch.randn(4, 8, generator=torch.Generator().manual_seed(100)) * 3
+
+
+def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four well separated Gaussian classes in 8 dimensions."""
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=generator)
+    return CENTRES[y] + torch.randn(n, 8, generator=generator), y
+
+
+def small_net(seed: int = 0, dropout: float = 0.3) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 4))
+
+
+@pytest.fixture(scope="module")
+def problem() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {"train": blobs(256, 0), "val": blobs(128, 1)}
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def test_fit_learns_a_separable_problem(problem) -> None:
+    x, y = problem["train"]
+    model = small_net()
+    before = evaluate(model, *problem["val"])
+    result = fit(model, TensorBatches(x, y, batch_size=32), epochs=4, val_data=problem["val"], lr=1e-2, progress=False)
+    after = evaluate(model, *problem["val"])
+    assert isinstance(result, FitResult)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
+    assert after["loss"] < before["loss"]
+    assert after["accuracy"] >= 0.95
+    assert result.finished and not result.stopped_early
+    assert result.train_seconds == pytest.approx(sum(h["seconds"] for h in result.history))
+    assert all({"train_loss", "val_loss", "val_accuracy", "lr", "seconds"} <= set(h) for h in result.history)
+
+
+def test_fit_without_validation_uses_the_last_epoch(problem) -> None:
+    x, y = problem["train"]
+    model = small_net()
+    result = fit(model, TensorBatches(x, y, batch_size=64), epochs=2, lr=1e-2, progress=False)
+    assert result.best_epoch == 2
+    assert "val_accuracy" not in result.history[-1]
+
+
+def test_fit_passes_batch_extras_to_the_loss(problem) -> None:
+    x, y = problem["train"]
+    extra = torch.arange(len(y)).float()
+    seen = []
+
+    def loss_fn(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        seen.append(index)
+        assert torch.equal(y[index.long()], targets)
+        return F.cross_entropy(logits, targets)
+
+    fit(small_net(), TensorBatches(x, y, extra, batch_size=64), loss_fn, epochs=1, progress=False)
+    assert sorted(torch.cat(seen).long().tolist()) == list(range(len(y)))
+
+
+def test_interrupted_run_resumes_to_bitwise_identical_weights(problem, tmp_path: Path) -> None:
+    x, y = problem["train"]
+    batches = TensorBatches(x, y, batch_size=32, seed=7)
+    steps_per_epoch = len(batches)
+    kwargs = dict(epochs=3, val_data=problem["val"], lr=5e-3, schedule="cosine", restore_best=False, seed=11, progress=False)
+
+    reference = small_net()
+    reference_result = fit(reference, batches, **kwargs)
+
+    calls = {"n": 0}
+
+    def interrupting_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch + 3:  # in the middle of epoch 2
+            raise KeyboardInterrupt
+        return F.cross_entropy(logits, targets)
+
+    checkpoint = tmp_path / "run" / "model.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(small_net(), batches, interrupting_loss, checkpoint=checkpoint, **kwargs)
+    assert checkpoint.is_file()
+    assert len(torch.load(checkpoint, weights_only=False)["result"]["history"]) == 1
+
+    torch.rand(5)  # the global RNG moved on in between: the checkpoint must restore it
+    resumed = small_net()
+    calls["n"] = 0
+    resumed_result = fit(resumed, batches, lambda lo, ta: F.cross_entropy(lo, ta), checkpoint=checkpoint, **kwargs)
+    assert_same_weights(resumed, reference)
+    assert without_seconds(resumed_result.history) == without_seconds(reference_result.history)
+    assert resumed_result.best_epoch == reference_result.best_epoch
+    assert resumed_result.finished
+
+
+def test_resuming_without_the_rng_state_would_differ(problem, tmp_path: Path) -> None:
+    """Guards the test above: with dropout the run depends on the RNG, so restoring it matters."""
+    x, y = problem["train"]
+    batches = TensorBatches(x, y, batch_size=32, seed=7)
+    first, second = small_net(), small_net()
+    fit(first, batches, epochs=1, lr=5e-3, seed=1, progress=False)
+    fit(second, batches, epochs=1, lr=5e-3, seed=2, progress=False)
+    assert not torch.equal(first[0].weight, second[0].weight)
+
+
+def test_finished_checkpoint_returns_without_training(problem, tmp_path: Path) -> None:
+    x, y = problem["train"]
+    batches = TensorBatches(x, y, batch_size=32)
+    checkpoint = tmp_path / "done.ckpt"
+    model = small_net()
+    result = fit(model, batches, epochs=2, val_data=problem["val"], lr=5e-3, checkpoint=checkpoint, progress=False)
+
+    def must_not_train(*_: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("a finished run must not train again")
+
+    again = small_net(seed=5)
+    again_result = fit(again, batches, must_not_train, epochs=2, val_data=problem["val"], lr=5e-3, checkpoint=checkpoint, progress=False)
+    assert again_result.history == result.history
+    assert again_result.best_epoch == result.best_epoch
+    assert again_result.best_val_accuracy == result.best_val_accuracy
+    assert_same_weights(again, model)
+
+
+def test_early_stopping_stops_when_validation_does_not_improve(problem) -> None:
+    x, y = problem["train"]
+    model = small_net(dropout=0.0)
+    # a negligible learning rate: the predictions, hence the validation accuracy, never change
+    result = fit(
+        model, TensorBatches(x, y, batch_size=64), epochs=10, val_data=problem["val"], lr=1e-12,
+        early_stopping_patience=2, progress=False,
+    )
+    assert len(result.history) == 3
+    assert result.stopped_early and result.finished
+    assert result.best_epoch == 1
+    assert len({h["val_accuracy"] for h in result.history}) == 1
+
+
+def test_early_stopping_waits_while_validation_improves(problem) -> None:
+    x, y = problem["train"]
+    result = fit(
+        small_net(), TensorBatches(x, y, batch_size=64), epochs=3, val_data=problem["val"], lr=1e-2,
+        early_stopping_patience=5, progress=False,
+    )
+    assert len(result.history) == 3 and not result.stopped_early
+
+
+def test_fit_restores_the_weights_of_the_best_validation_epoch(problem) -> None:
+    x, y = problem["train"]
+    x_val, y_val = problem["val"]
+    flipped = (y_val + 1) % 4  # validation labels the training drives the model away from
+    batches = TensorBatches(x, y, batch_size=32)
+    model = small_net()
+    result = fit(model, batches, epochs=4, val_data=(x_val, flipped), lr=3e-3, progress=False)
+    accuracies = [h["val_accuracy"] for h in result.history]
+    assert result.best_val_accuracy == max(accuracies)
+    assert result.best_epoch == accuracies.index(max(accuracies)) + 1
+    assert result.best_epoch < len(accuracies)  # otherwise restoring would not be tested
+    assert evaluate(model, x_val, flipped)["accuracy"] == result.best_val_accuracy
+
+    # the restored weights are exactly those after the best epoch
+    stopped_there = small_net()
+    fit(stopped_there, batches, epochs=result.best_epoch, val_data=(x_val, flipped), lr=3e-3, progress=False)
+    assert_same_weights(model, stopped_there)
+
+    last = small_net()
+    fit(last, batches, epochs=4, val_data=(x_val, flipped), lr=3e-3, restore_best=False, progress=False)
+    assert evaluate(last, x_val, flipped)["accuracy"] == accuracies[-1] != result.best_val_accuracy
+
+
+@pytest.mark.parametrize(("schedule", "final_below"), [("cosine", 1e-8), ("onecycle", 1e-3)])
+def test_schedules_anneal_the_learning_rate(problem, schedule: str, final_below: float) -> None:
+    x, y = problem["train"]
+    result = fit(small_net(), TensorBatches(x, y, batch_size=64), epochs=2, lr=1e-2, schedule=schedule, progress=False)
+    # the recorded lr is the optimiser's after the epoch's last step (for onecycle one step past the end)
+    assert result.history[-1]["lr"] < final_below
+    assert result.history[0]["lr"] > result.history[-1]["lr"]
+
+
+def test_constant_schedule_keeps_the_learning_rate(problem) -> None:
+    x, y = problem["train"]
+    result = fit(small_net(), TensorBatches(x, y, batch_size=64), epochs=2, lr=1e-2, progress=False)
+    assert [h["lr"] for h in result.history] == [1e-2, 1e-2]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"epochs": 0},
+        {"epochs": 2, "schedule": "linear"},
+        {"epochs": 2, "early_stopping_patience": 2},  # no val_data
+        {"epochs": 2, "early_stopping_patience": 0, "val_data": blobs(8, 3)},
+        {"epochs": 2, "lr": 0.0},
+    ],
+)
+def test_fit_rejects_bad_arguments(problem, kwargs: dict) -> None:
+    x, y = problem["train"]
+    with pytest.raises(ValueError):
+        fit(small_net(), TensorBatches(x, y, batch_size=64), progress=False, **kwargs)
+
+
+def test_predict_logits_and_evaluate(problem) -> None:
+    x, y = problem["val"]
+    model = small_net().train()
+    logits = predict_logits(model, x, batch_size=50)
+    assert logits.shape == (128, 4) and logits.dtype == torch.float32
+    assert model.training  # the mode is restored
+    with torch.no_grad():
+        expected = model.eval()(x)
+    torch.testing.assert_close(logits, expected)
+    from_batches = predict_logits(model, TensorBatches(x, y, batch_size=30, shuffle=False))
+    torch.testing.assert_close(from_batches, expected)
+    scores = evaluate(model, x, y)
+    assert scores["loss"] == pytest.approx(F.cross_entropy(expected, y).item(), rel=1e-5)
+    assert scores["accuracy"] == pytest.approx((expected.argmax(1) == y).float().mean().item())
