@@ -292,5 +292,6 @@ def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
     nbval_dir = root / "_build" / "nbval"
     shutil.rmtree(nbval_dir, ignore_errors=True)
     notebooks = [str(convert_chapter(chapter, nbval_dir)) for chapter in notebook_chapters(root)]
-    with _environment(kernel_environment(root, "smoke")):
+    # a fresh checkpoint folder, so the smoke runs really train instead of loading earlier checkpoints
+    with _environment({**kernel_environment(root, "smoke"), "KDCOURSE_RUNS": str(nbval_dir / "runs")}):
         return int(pytest.main([f"--rootdir={root}", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]))

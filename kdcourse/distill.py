@@ -32,6 +32,7 @@ def teacher_logits(
     *,
     cache: str | os.PathLike[str] | None = None,
     amp_dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
 ) -> Tensor:
     """The teacher's logits ``(N, C)`` on inputs ``x`` (eval mode, float32), computed once.
 
@@ -43,7 +44,7 @@ def teacher_logits(
         logits = torch.load(path, weights_only=True)
         if logits.shape[0] == len(x):
             return logits
-    logits = predict_logits(teacher, x, amp_dtype=amp_dtype)
+    logits = predict_logits(teacher, x, amp_dtype=amp_dtype, device=device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(logits, path)

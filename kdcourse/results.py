@@ -9,6 +9,7 @@ so full-profile results land in ``book/results/full/``, which is committed).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["RESULTS_ENV", "results_dir", "provenance", "save_results", "load_results", "list_results"]
+__all__ = ["RESULTS_ENV", "results_dir", "provenance", "save_results", "load_results", "list_results", "record_start"]
 
 RESULTS_ENV = "KDCOURSE_RESULTS"
 
@@ -59,10 +60,17 @@ def device_description() -> str:
     return f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
+@functools.cache
+def _commit_at_start() -> str:
+    """The commit when results were first asked for in this process: the code that ran, even if the
+    working tree changes while a long run is going on."""
+    return _git_commit()
+
+
 def provenance(*, profile: str, seeds: list[int], wall_seconds: float) -> dict[str, Any]:
     """Commit, device, date (UTC), seeds, wall time (s), and library versions of a run."""
     return {
-        "commit": _git_commit(),
+        "commit": _commit_at_start(),
         "device": device_description(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "profile": profile,
@@ -71,6 +79,11 @@ def provenance(*, profile: str, seeds: list[int], wall_seconds: float) -> dict[s
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def record_start() -> None:
+    """Note the commit now; call it at the start of a run so that its results name the code that ran."""
+    _commit_at_start()
 
 
 def save_results(name: str, results: dict[str, Any], *, profile: str, seeds: list[int], wall_seconds: float) -> Path:

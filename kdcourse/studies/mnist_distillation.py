@@ -89,7 +89,7 @@ def _scores_row(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]
     return {"test_accuracy": scores["accuracy"], "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
 
 
-def _train_teacher(config: StudyConfig, dataset: kd_data.MnistData, seed: int, run_dir: Path, amp: torch.dtype | None):
+def _train_teacher(config: StudyConfig, dataset: kd_data.MnistData, seed: int, run_dir: Path, amp: torch.dtype | None, device: torch.device):
     torch.manual_seed(seed)
     teacher = models.mnist_teacher().to(memory_format=torch.channels_last)
     augment = None
@@ -99,7 +99,7 @@ def _train_teacher(config: StudyConfig, dataset: kd_data.MnistData, seed: int, r
     batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, batch_size=config.teacher_batch_size, seed=seed, transform=augment)
     result = fit(
         teacher, batches, epochs=config.teacher_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.teacher_lr,
-        schedule="cosine", checkpoint=run_dir / f"teacher_seed{seed}.ckpt", seed=seed, amp_dtype=amp,
+        schedule="cosine", checkpoint=run_dir / f"teacher_seed{seed}.ckpt", seed=seed, amp_dtype=amp, device=device,
         description=f"teacher seed {seed}",
     )
     return teacher, result
@@ -111,7 +111,8 @@ def _grid_members(config: StudyConfig) -> list[tuple[str, float, float]]:
 
 
 def _train_students(
-    config: StudyConfig, dataset: kd_data.MnistData, seed: int, soft_targets: torch.Tensor, run_dir: Path, amp: torch.dtype | None
+    config: StudyConfig, dataset: kd_data.MnistData, seed: int, soft_targets: torch.Tensor, run_dir: Path,
+    amp: torch.dtype | None, device: torch.device,
 ) -> tuple[list[dict], dict[str, nn.Module], float]:
     """Train every (T, α) student and the scratch student of one seed, ``stack_size`` at a time."""
     members = _grid_members(config)
@@ -132,11 +133,11 @@ def _train_students(
 
         result = fit(
             stack, batches, loss_fn, epochs=config.student_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.student_lr,
-            schedule="cosine", checkpoint=run_dir / f"students_seed{seed}_from{first}.ckpt", seed=seed, amp_dtype=amp,
+            schedule="cosine", checkpoint=run_dir / f"students_seed{seed}_from{first}.ckpt", seed=seed, amp_dtype=amp, device=device,
             description=f"students {first + 1}-{first + len(chunk)} of {len(members)}, seed {seed}",
         )
         seconds += result.train_seconds
-        test_logits = predict_logits(stack, dataset.test.x, amp_dtype=amp)
+        test_logits = predict_logits(stack, dataset.test.x, amp_dtype=amp, device=device)
         for index, (kind, temperature, alpha) in enumerate(chunk):
             rows.append({"seed": seed, "model": kind, "temperature": temperature if kind == "kd" else np.nan,
                          "alpha": alpha if kind == "kd" else np.nan, "val_accuracy": result.best_val_accuracy[index],
@@ -148,12 +149,15 @@ def _train_students(
     return rows, kept, seconds
 
 
-def run_study(config: StudyConfig, dataset: kd_data.MnistData, *, run_root: Path | None = None) -> StudyOutcome:
+def run_study(
+    config: StudyConfig, dataset: kd_data.MnistData, *, run_root: Path | None = None, device: str | torch.device | None = None
+) -> StudyOutcome:
     """Train teachers and students for every seed, resuming finished work from checkpoints.
 
     Checkpoints and cached teacher logits go to ``run_root / config.key()`` (default root:
     ``kdcourse.paths.runs_dir() / "mnist_distillation"``), so another configuration never reuses them.
-    ``dataset`` must have been loaded with ``val_size=config.val_size``.
+    ``dataset`` must have been loaded with ``val_size=config.val_size``. ``device`` defaults to the
+    GPU when there is one, else the CPU.
     """
     if len(dataset.val) != config.val_size:
         raise ValueError(f"dataset has {len(dataset.val)} validation images but config.val_size is {config.val_size}; "
@@ -161,8 +165,8 @@ def run_study(config: StudyConfig, dataset: kd_data.MnistData, *, run_root: Path
     if ("kd", *config.headline) not in _grid_members(config):
         raise ValueError(f"headline (T, α) = {config.headline} is not a point of the grid")
     run_dir = (run_root or paths.runs_dir() / "mnist_distillation") / config.key()
-    torch.set_flush_denormal(True)  # denormal floats late in training slow CPU steps by up to half; flushing changes no result
     amp = torch.bfloat16 if config.mixed_precision else None
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if config.train_samples is not None:
         dataset = kd_data.MnistData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
     rows: list[dict] = []
@@ -170,20 +174,20 @@ def run_study(config: StudyConfig, dataset: kd_data.MnistData, *, run_root: Path
     train_seconds = 0.0
     epoch_seconds: dict[str, float] = {}
     for seed in config.seeds:
-        teacher, teacher_fit = _train_teacher(config, dataset, seed, run_dir, amp)
+        teacher, teacher_fit = _train_teacher(config, dataset, seed, run_dir, amp, device)
         train_seconds += teacher_fit.train_seconds
         epoch_seconds["teacher"] = teacher_fit.train_seconds / len(teacher_fit.history)
-        teacher_test = predict_logits(teacher, dataset.test.x, amp_dtype=amp)
+        teacher_test = predict_logits(teacher, dataset.test.x, amp_dtype=amp, device=device)
         rows.append({"seed": seed, "model": "teacher", "temperature": np.nan, "alpha": np.nan,
                      "val_accuracy": teacher_fit.best_val_accuracy, "best_epoch": teacher_fit.best_epoch,
                      **_scores_row(teacher_test, dataset.test.y)})
-        soft_targets = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp)
-        student_rows, students, seconds = _train_students(config, dataset, seed, soft_targets, run_dir, amp)
+        soft_targets = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp, device=device)
+        student_rows, students, seconds = _train_students(config, dataset, seed, soft_targets, run_dir, amp, device)
         rows += student_rows
         train_seconds += seconds
         epoch_seconds["students (all arms of one seed)"] = seconds / config.student_epochs
         if seed == config.seeds[0]:
-            kept = {"teacher": teacher.eval(), **students}
+            kept = {name: model.cpu().eval() for name, model in {"teacher": teacher, **students}.items()}
     return StudyOutcome(config, pd.DataFrame(rows), kept, train_seconds, epoch_seconds)
 
 
