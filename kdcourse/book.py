@@ -130,13 +130,12 @@ def convert_chapter(md_path: Path, out_dir: Path) -> Path:
 def kernel_environment(root: Path, profile: str) -> dict[str, str]:
     """Environment variables for a kernel that runs the chapters of ``root`` under ``profile``: the
     profile, no progress bars (ours and third-party tqdm bars), results under ``book/results``, the
-    Agg backend, and ``KDCOURSE_DATA`` from a ``shared/data`` folder beside the repository if unset."""
+    and ``KDCOURSE_DATA`` from a ``shared/data`` folder beside the repository if unset."""
     env = {
         PROFILE_ENV: profile,
         "KDCOURSE_PROGRESS": "0",
         "TQDM_DISABLE": "1",
         "KDCOURSE_RESULTS": str(root / BOOK_DIR / "results"),
-        "MPLBACKEND": "Agg",
     }
     shared_data = root.parent / "shared" / "data"
     if not os.environ.get("KDCOURSE_DATA") and shared_data.is_dir():
