@@ -1,12 +1,14 @@
-"""Distillation machinery: cached teacher logits and a grid of students trained side by side.
+"""Distillation machinery: cached teacher logits and grids of students trained together.
 
 When the inputs are not augmented, a teacher's logits on the training set never change, so they
-are computed once (:func:`teacher_logits`) and fed to every student as a batch extra. A
-hyper-parameter grid of identical fully connected students is trained as one
-:class:`StackedMLP`: every member gets its own weights, temperature and α, and the members share
-one batched matrix product per layer, which keeps the CPU cores busy. Because the summed loss of
-independent members has independent gradients and Adam acts element-wise, each member follows
-the same trajectory as if it had been trained alone.
+are computed once (:func:`teacher_logits`) and fed to every student as a batch extra. Identical
+fully connected students of a hyper-parameter grid can be trained together as one
+:class:`StackedMLP`: every member has its own weights, temperature and α, and each layer of all
+members is one batched matrix product. Because the summed loss of independent members has
+independent gradients and Adam acts element-wise, each member follows the same trajectory as if
+it had been trained alone (a unit test checks this). On a 2-core CPU a stack of four trains about
+as fast per student as one student alone (``kdcourse bench``); stacking is meant for devices that
+one small network cannot fill.
 """
 
 from __future__ import annotations
