@@ -1,0 +1,7 @@
+"""``python -m kdcourse ...``: the same as the ``kdcourse`` command."""
+
+import sys
+
+from kdcourse.cli import main
+
+sys.exit(main())
