@@ -12,6 +12,7 @@ gradients roughly independent of T, so α keeps the same meaning when T changes.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -20,15 +21,22 @@ from torch import Tensor
 __all__ = ["kd_loss", "distillation_loss", "soft_cross_entropy", "check_temperature", "check_alpha"]
 
 
+def _is_number(value: object) -> bool:
+    """A real number (Python, NumPy or a one-element tensor), but not a bool."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Real) or (isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex())
+
+
 def check_temperature(temperature: float) -> None:
     """Raise ``ValueError`` unless ``temperature`` is a finite number > 0."""
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+    if not _is_number(temperature) or not math.isfinite(float(temperature)) or float(temperature) <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
 def check_alpha(alpha: float) -> None:
     """Raise ``ValueError`` unless ``alpha`` lies in [0, 1]."""
-    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+    if not _is_number(alpha) or not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(
             f"alpha weights the distillation term and must lie in [0, 1], got {alpha!r} "
             "(alpha=0 is plain cross-entropy, alpha=1 is pure distillation)"

@@ -165,3 +165,15 @@ def test_wrong_target_shape_raises() -> None:
         distillation_loss(student, teacher, targets.view(-1, 1), 2.0, 0.5)
     with pytest.raises(ValueError, match="targets"):  # soft (probability) targets are not labels
         distillation_loss(student, teacher, F.softmax(teacher, 1), 2.0, 0.0)
+
+
+def test_numpy_and_tensor_hyper_parameters_are_accepted_but_bools_are_not() -> None:
+    torch.manual_seed(0)
+    s, t, y = torch.randn(4, 10), torch.randn(4, 10), torch.randint(0, 10, (4,))
+    expected = distillation_loss(s, t, y, 4.0, 0.5)
+    assert torch.allclose(distillation_loss(s, t, y, np.float32(4.0), np.float64(0.5)), expected)
+    assert torch.allclose(distillation_loss(s, t, y, torch.tensor(4.0), torch.tensor(0.5)), expected)
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss(s, t, True)
+    with pytest.raises(ValueError, match="alpha"):
+        distillation_loss(s, t, y, 4.0, True)
