@@ -19,6 +19,7 @@ from pathlib import Path
 from kdcourse import book
 from kdcourse.profiles import PROFILES
 
+
 def _print_time(name: str, seconds: float) -> None:
     print(f"{name}: {seconds:.1f} s", flush=True)
 
