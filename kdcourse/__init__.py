@@ -2,7 +2,8 @@
 
 Modules, one concern each: ``data`` (loaders, splits, batches), ``models`` (networks), ``losses``
 (distillation objectives), ``train`` (fit / evaluate), ``distill`` (teacher-logit caching, stacked
-student grids), ``metrics``, ``profiling`` (parameters, MACs, latency), ``explain`` (LIME),
+student grids), ``subclass`` (subclass distillation), ``chains`` (teacher assistants, early-stopped
+teachers), ``lowrank`` (nuclear-norm penalty, SVD factorisation), ``metrics``, ``profiling`` (parameters, MACs, latency), ``explain`` (LIME),
 ``plots``, ``results`` (result files with provenance), ``profiles`` (smoke / full), ``book``
 (execute and build the book; the ``kdcourse`` command), ``studies`` (one per chapter).
 """

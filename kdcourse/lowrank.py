@@ -1,0 +1,148 @@
+"""Low-rank structure of a student's first layer: nuclear-norm penalty and truncated-SVD factorisation.
+
+A chapter trains the student with
+
+    loss = α · KD + (1 − α) · CE + β · ‖W₁‖_*
+
+where ``W₁`` ``(out, in)`` is the weight of the student's first ``nn.Linear`` and ``‖·‖_*`` the
+nuclear norm (the sum of its singular values), the convex surrogate of the rank. The penalty pushes
+small singular values to zero, so that afterwards ``W₁`` can be replaced by a rank-``r`` product
+``U_r S_r V_rᵀ`` (two thinner layers, :func:`factorise_linear`) at little loss of accuracy. By the
+Eckart–Young theorem this truncation is the best rank-``r`` approximation in Frobenius norm, with
+error ``sqrt(Σ_{i>r} σ_i²)``. A dense layer costs ``in · out`` multiply-accumulates (MACs) per
+sample, the factorised pair ``r · (in + out)`` (:func:`linear_macs`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "nuclear_norm",
+    "singular_values",
+    "first_linear",
+    "nuclear_penalty_loss",
+    "factorise_linear",
+    "replace_first_linear",
+    "linear_macs",
+]
+
+LossFn = Callable[..., Tensor]
+
+
+def _check_matrix(weight: Tensor) -> None:
+    if weight.dim() != 2:
+        raise ValueError(f"expected a weight matrix of shape (out, in), got shape {tuple(weight.shape)}")
+
+
+def nuclear_norm(weight: Tensor) -> Tensor:
+    """``‖W‖_*``: the sum of the singular values of ``weight`` ``(out, in)``, as a differentiable scalar.
+
+    Its gradient is ``U Vᵀ`` (from the thin SVD ``W = U S Vᵀ``) where ``W`` has full rank; it stays
+    finite when singular values coincide, and is a subgradient where some are zero.
+    """
+    _check_matrix(weight)
+    return torch.linalg.matrix_norm(weight, ord="nuc")
+
+
+def singular_values(weight: Tensor) -> Tensor:
+    """Singular values of ``weight`` ``(out, in)``, ``(min(out, in),)`` float32 in descending order, no gradient."""
+    _check_matrix(weight)
+    return torch.linalg.svdvals(weight.detach().float())
+
+
+def first_linear(model: nn.Module) -> nn.Linear:
+    """The first ``nn.Linear`` of ``model`` in ``model.modules()`` order (the input layer of an MLP)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            return module
+    raise ValueError(f"{type(model).__name__} has no nn.Linear layer")
+
+
+def nuclear_penalty_loss(base_loss_fn: LossFn, model: nn.Module, beta: float) -> LossFn:
+    """``loss_fn(logits, targets, *extras) = base_loss_fn(...) + beta · ‖W₁‖_*`` for :func:`kdcourse.train.fit`.
+
+    Args:
+        base_loss_fn: e.g. ``lambda s, y, t: distillation_loss(s, t, y, T, α)``.
+        model: the network being trained; ``W₁`` is the weight of its first ``nn.Linear``, read at
+            every call, so the penalty follows the training updates.
+        beta: weight of the penalty, >= 0 (0 gives ``base_loss_fn`` unchanged). The penalty is added
+            once per batch, not per sample, so ``beta`` is in units of the base loss (nats) per unit of
+            nuclear norm.
+    """
+    if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta weights the nuclear-norm penalty and must be a finite number >= 0, got {beta!r}")
+    layer = first_linear(model)
+
+    def loss_fn(logits: Tensor, targets: Tensor, *extras: Tensor) -> Tensor:
+        loss = base_loss_fn(logits, targets, *extras)
+        if beta == 0:
+            return loss
+        return loss + beta * nuclear_norm(layer.weight.float())
+
+    return loss_fn
+
+
+def factorise_linear(linear: nn.Linear, rank: int) -> nn.Sequential:
+    """Rank-``rank`` truncated SVD of ``linear`` as two layers ``in → rank → out``.
+
+    With ``W ≈ U_r S_r V_rᵀ``, the first layer (no bias) has weight ``S_r^½ V_rᵀ`` ``(rank, in)`` and
+    the second weight ``U_r S_r^½`` ``(out, rank)`` and the original bias; splitting ``S_r`` evenly keeps
+    both factors on the same scale for fine-tuning. At ``rank = min(in, out)`` the pair computes the
+    same function as ``linear`` (up to rounding). The SVD is computed in float64; the new layers take
+    the device and dtype of ``linear.weight``.
+    """
+    weight = linear.weight.detach()
+    out_features, in_features = weight.shape
+    if not isinstance(rank, int) or not 1 <= rank <= min(in_features, out_features):
+        raise ValueError(
+            f"rank must be an integer in [1, min(in, out)] = [1, {min(in_features, out_features)}] "
+            f"for a {in_features}→{out_features} layer, got {rank!r}"
+        )
+    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    factory = {"device": weight.device, "dtype": weight.dtype}
+    down = nn.Linear(in_features, rank, bias=False, **factory)
+    up = nn.Linear(rank, out_features, bias=linear.bias is not None, **factory)
+    with torch.no_grad():
+        down.weight.copy_(root.unsqueeze(1) * vh[:rank])
+        up.weight.copy_(u[:, :rank] * root)
+        if linear.bias is not None:
+            up.bias.copy_(linear.bias.detach())
+    return nn.Sequential(down, up)
+
+
+def replace_first_linear(model: nn.Module, rank: int) -> nn.Module:
+    """A deep copy of ``model`` whose first ``nn.Linear`` is replaced by :func:`factorise_linear` of it.
+
+    ``model`` itself is left unchanged. Works for any module tree (e.g. the ``nn.Sequential`` of
+    :func:`kdcourse.models.mnist_student`); the replaced layer becomes an ``nn.Sequential`` of two
+    ``nn.Linear`` at the same place, so later calls of :func:`first_linear` find its first factor.
+    """
+    first_linear(model)  # raise before copying when there is nothing to replace
+    clone = copy.deepcopy(model)
+    name, layer = next((n, m) for n, m in clone.named_modules() if isinstance(m, nn.Linear))
+    parent_name, _, child_name = name.rpartition(".")
+    parent = clone.get_submodule(parent_name) if parent_name else clone
+    setattr(parent, child_name, factorise_linear(layer, rank))
+    return clone
+
+
+def linear_macs(in_features: int, out_features: int, rank: int | None = None) -> int:
+    """Multiply-accumulates per sample of a dense layer: ``in · out``, or ``rank · (in + out)`` when factorised.
+
+    Bias additions are not counted (ptflops, :func:`kdcourse.profiling.count_macs`, adds ``out`` for them).
+    Factorising saves MACs only when ``rank < in · out / (in + out)``.
+    """
+    if in_features < 1 or out_features < 1:
+        raise ValueError(f"in_features and out_features must be >= 1, got {in_features} and {out_features}")
+    if rank is None:
+        return in_features * out_features
+    if not 1 <= rank <= min(in_features, out_features):
+        raise ValueError(f"rank must lie in [1, min(in, out)] = [1, {min(in_features, out_features)}], got {rank}")
+    return rank * (in_features + out_features)
