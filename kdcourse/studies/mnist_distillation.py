@@ -23,9 +23,12 @@ from torch import nn
 
 from .. import data as kd_data
 from .. import distill, metrics, models, paths
-from ..train import evaluate, fit, predict_logits
+from ..train import FitResult, fit, predict_logits
 
-__all__ = ["StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_study", "grid_table", "paired_comparison"]
+__all__ = [
+    "StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_dir_for", "study_dataset", "train_teacher", "run_study",
+    "grid_table", "paired_comparison",
+]
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,30 @@ def _scores_row(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]
     return {"test_accuracy": scores["accuracy"], "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
 
 
-def _train_teacher(config: StudyConfig, dataset: kd_data.MnistData, seed: int, run_dir: Path, amp: torch.dtype | None, device: torch.device):
+def run_dir_for(config: StudyConfig, run_root: Path | None = None) -> Path:
+    """Checkpoint folder of ``config``: ``run_root / config.key()`` (default root ``runs_dir() / "mnist_distillation"``)."""
+    return (run_root or paths.runs_dir() / "mnist_distillation") / config.key()
+
+
+def study_dataset(config: StudyConfig, dataset: kd_data.MnistData) -> kd_data.MnistData:
+    """``dataset`` with its training split cut to ``config.train_samples`` (when set); checks the validation size."""
+    if len(dataset.val) != config.val_size:
+        raise ValueError(f"dataset has {len(dataset.val)} validation images but config.val_size is {config.val_size}; "
+                         "load it with load_mnist(val_size=config.val_size)")
+    if config.train_samples is None:
+        return dataset
+    return kd_data.MnistData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
+
+
+def train_teacher(
+    config: StudyConfig, dataset: kd_data.MnistData, seed: int, run_dir: Path, device: torch.device
+) -> tuple[nn.Module, FitResult, torch.Tensor]:
+    """Train the teacher of ``seed`` (or load it from ``run_dir``) and its logits ``(N, 10)`` on the training split.
+
+    ``dataset`` comes from :func:`study_dataset`. Other studies call this with the same configuration
+    and folder to reuse the teacher and its cached logits instead of training them again.
+    """
+    amp = torch.bfloat16 if config.mixed_precision else None
     torch.manual_seed(seed)
     teacher = models.mnist_teacher().to(memory_format=torch.channels_last)
     augment = None
@@ -102,7 +128,8 @@ def _train_teacher(config: StudyConfig, dataset: kd_data.MnistData, seed: int, r
         schedule="cosine", checkpoint=run_dir / f"teacher_seed{seed}.ckpt", seed=seed, amp_dtype=amp, device=device,
         description=f"teacher seed {seed}",
     )
-    return teacher, result
+    soft_targets = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp, device=device)
+    return teacher, result, soft_targets
 
 
 def _grid_members(config: StudyConfig) -> list[tuple[str, float, float]]:
@@ -159,29 +186,24 @@ def run_study(
     ``dataset`` must have been loaded with ``val_size=config.val_size``. ``device`` defaults to the
     GPU when there is one, else the CPU.
     """
-    if len(dataset.val) != config.val_size:
-        raise ValueError(f"dataset has {len(dataset.val)} validation images but config.val_size is {config.val_size}; "
-                         "load it with load_mnist(val_size=config.val_size)")
     if ("kd", *config.headline) not in _grid_members(config):
         raise ValueError(f"headline (T, α) = {config.headline} is not a point of the grid")
-    run_dir = (run_root or paths.runs_dir() / "mnist_distillation") / config.key()
+    dataset = study_dataset(config, dataset)
+    run_dir = run_dir_for(config, run_root)
     amp = torch.bfloat16 if config.mixed_precision else None
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if config.train_samples is not None:
-        dataset = kd_data.MnistData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
     rows: list[dict] = []
     kept: dict[str, nn.Module] = {}
     train_seconds = 0.0
     epoch_seconds: dict[str, float] = {}
     for seed in config.seeds:
-        teacher, teacher_fit = _train_teacher(config, dataset, seed, run_dir, amp, device)
+        teacher, teacher_fit, soft_targets = train_teacher(config, dataset, seed, run_dir, device)
         train_seconds += teacher_fit.train_seconds
         epoch_seconds["teacher"] = teacher_fit.train_seconds / len(teacher_fit.history)
         teacher_test = predict_logits(teacher, dataset.test.x, amp_dtype=amp, device=device)
         rows.append({"seed": seed, "model": "teacher", "temperature": np.nan, "alpha": np.nan,
                      "val_accuracy": teacher_fit.best_val_accuracy, "best_epoch": teacher_fit.best_epoch,
                      **_scores_row(teacher_test, dataset.test.y)})
-        soft_targets = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp, device=device)
         student_rows, students, seconds = _train_students(config, dataset, seed, soft_targets, run_dir, amp, device)
         rows += student_rows
         train_seconds += seconds
