@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["apply_style", "heatmap", "errorbar_curve", "image_grid"]
+__all__ = ["apply_style", "heatmap", "errorbar_curve"]
 
 STYLE = {
     "figure.facecolor": "white",
@@ -87,17 +87,3 @@ def errorbar_curve(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return ax
-
-
-def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], *, ncols: int, cmap: str = "gray", size: float = 2.0) -> Figure:
-    """Show ``images`` (each ``(H, W)`` or ``(H, W, 3)``) in a grid with one title each."""
-    apply_style()
-    nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, title in zip(axes.flat, images, titles):
-        ax.imshow(image, cmap=cmap)
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return fig

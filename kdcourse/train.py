@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "seed_everything"]
+__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled"]
 
 LossFn = Callable[..., Tensor]
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -30,11 +30,6 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 def progress_enabled() -> bool:
     """Progress bars are on unless ``KDCOURSE_PROGRESS=0`` (book builds set it)."""
     return os.environ.get("KDCOURSE_PROGRESS", "1") != "0"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed PyTorch's global generators (weight initialisation, dropout)."""
-    torch.manual_seed(seed)
 
 
 def _autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,14 @@ def run_dir_for(config: StudyConfig, run_root: Path | None = None) -> Path:
     return (run_root or paths.runs_dir() / "mnist_distillation") / config.key()
 
 
-def study_dataset(config: StudyConfig, dataset: kd_data.MnistData) -> kd_data.MnistData:
+class SplitSettings(Protocol):
+    """What :func:`study_dataset` needs of a study configuration."""
+
+    val_size: int
+    train_samples: int | None
+
+
+def study_dataset(config: SplitSettings, dataset: kd_data.MnistData) -> kd_data.MnistData:
     """``dataset`` with its training split cut to ``config.train_samples`` (when set); checks the validation size."""
     if len(dataset.val) != config.val_size:
         raise ValueError(f"dataset has {len(dataset.val)} validation images but config.val_size is {config.val_size}; "

@@ -28,6 +28,7 @@ from ..chains import train_with_snapshots
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import classification_scores
 from ..train import fit, predict_logits
+from .mnist_distillation import study_dataset
 
 __all__ = ["EskdConfig", "PROFILES", "TEACHERS", "config_for", "run_study", "paired_against"]
 
@@ -87,10 +88,7 @@ def run_study(config: EskdConfig, dataset: kd_data.MnistData, *, run_root: Path 
     unknown = set(config.teacher_sizes) - set(TEACHERS)
     if unknown or "cnn" not in config.teacher_sizes:
         raise ValueError(f"teacher_sizes must include 'cnn' and name only {sorted(TEACHERS)}; got {config.teacher_sizes}")
-    if len(dataset.val) != config.val_size:
-        raise ValueError(f"dataset has {len(dataset.val)} validation images, config.val_size is {config.val_size}")
-    if config.train_samples is not None:
-        dataset = kd_data.MnistData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
+    dataset = study_dataset(config, dataset)
     run_dir = (run_root or paths.runs_dir()) / "mnist_eskd" / config.key()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = torch.bfloat16 if config.mixed_precision else None
