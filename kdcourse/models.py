@@ -66,14 +66,17 @@ def mnist_student(dropout: float = 0.0) -> nn.Sequential:
     return mlp([784, 784], dropout=dropout)
 
 
-def mnist_assistant(dropout: float = 0.0) -> nn.Sequential:
+def mnist_assistant(dropout: float = 0.0, num_outputs: int = 10) -> nn.Sequential:
     """Small CNN teacher assistant, between the teacher and the student in capacity.
 
-    conv3×3(16) → maxpool2 → conv3×3(32) → maxpool2 → flatten (800) → dense(64) → dense(10);
+    conv3×3(16) → maxpool2 → conv3×3(32) → maxpool2 → flatten (800) → dense(64) → dense(num_outputs);
     56,714 parameters and about 0.71 M MACs per image in its convolutions and dense layers (0.78 M
     as counted by ptflops, which adds biases, ReLUs and pooling): a cheaper network than the student
-    by parameters, but with the convolutional prior of the teacher.
+    by parameters, but with the convolutional prior of the teacher. ``num_outputs`` sets the width
+    of the last layer (e.g. ``C·s`` subclass logits for subclass distillation).
     """
+    if not isinstance(num_outputs, int) or num_outputs < 1:
+        raise ValueError(f"num_outputs must be an integer >= 1, got {num_outputs!r}")
     return nn.Sequential(
         nn.Conv2d(1, 16, kernel_size=3),
         nn.ReLU(inplace=True),
@@ -85,7 +88,7 @@ def mnist_assistant(dropout: float = 0.0) -> nn.Sequential:
         nn.Dropout(dropout),
         nn.Linear(5 * 5 * 32, 64),
         nn.ReLU(inplace=True),
-        nn.Linear(64, 10),
+        nn.Linear(64, num_outputs),
     )
 
 

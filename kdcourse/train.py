@@ -24,6 +24,7 @@ from torch import Tensor, nn
 __all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled"]
 
 LossFn = Callable[..., Tensor]
+OutputMap = Callable[[Tensor], Tensor]  # model outputs (N, K) → class logits (N, C)
 SCHEDULES = ("constant", "cosine", "onecycle")
 
 
@@ -71,13 +72,17 @@ def evaluate(
     batch_size: int = 2048,
     device: str | torch.device = "cpu",
     amp_dtype: torch.dtype | None = None,
+    class_logits: OutputMap | None = None,
 ) -> dict[str, float | list[float]]:
     """Cross-entropy (nats per sample) and accuracy (fraction in [0, 1]) of ``model`` on ``(x, y)``.
 
     For a stacked model returning ``(G, N, C)`` logits (see :class:`kdcourse.distill.StackedMLP`)
-    both values are lists with one entry per member.
+    both values are lists with one entry per member. ``class_logits`` maps the model's outputs to
+    the class logits that ``y`` refers to (e.g. log-sum-exp over subclasses); default: identity.
     """
     logits = predict_logits(model, x, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+    if class_logits is not None:
+        logits = class_logits(logits)
     if logits.dim() == 3:
         losses = torch.stack([F.cross_entropy(member, y) for member in logits])
         accuracies = (logits.argmax(-1) == y).float().mean(-1)
@@ -142,6 +147,7 @@ def fit(
     amp_dtype: torch.dtype | None = None,
     progress: bool | None = None,
     description: str = "train",
+    class_logits: OutputMap | None = None,
 ) -> FitResult:
     """Train ``model`` with Adam (AdamW when ``weight_decay`` > 0) and return its :class:`FitResult`.
 
@@ -164,6 +170,7 @@ def fit(
             the same seed before calling ``fit`` for a fully reproducible run.
         amp_dtype: e.g. ``torch.bfloat16`` to run forward passes in mixed precision.
         progress: show a progress bar (default: :func:`progress_enabled`).
+        class_logits: maps the model's outputs to class logits for validation (see :func:`evaluate`).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -229,7 +236,7 @@ def fit(
             total_count += len(targets)
         record: dict = {"epoch": epoch + 1, "train_loss": (total_loss / total_count).item(), "lr": optimizer.param_groups[0]["lr"]}
         if val_data is not None:
-            scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype)
+            scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype, class_logits=class_logits)
             record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
             accuracy = torch.tensor(_as_list(scores["accuracy"]))
             state_now = {k: v.detach().clone() for k, v in model.state_dict().items()}
