@@ -1,7 +1,8 @@
 """Data sets as in-memory tensors, validation splits and fast batch iteration.
 
-MNIST is read through ``torchvision.datasets.MNIST`` (which downloads it when the network allows)
-and kept as one float tensor, so training pays no per-sample Python overhead.
+MNIST is read through ``torchvision.datasets.MNIST`` and EuroSAT through
+``torchvision.datasets.EuroSAT`` (both download when the network allows). Each is kept as one
+float tensor per split, so training pays no per-sample Python overhead.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ __all__ = [
     "MNIST_STD",
     "MNIST_FILES",
     "ImageSplit",
-    "MnistData",
+    "ImageData",
     "load_mnist",
+    "EUROSAT_CLASSES",
+    "load_eurosat",
     "train_val_split",
     "TensorBatches",
     "random_shift",
@@ -78,8 +81,8 @@ class ImageSplit:
 
 
 @dataclass(frozen=True)
-class MnistData:
-    """MNIST split into train / validation (carved from the official training set) / test."""
+class ImageData:
+    """A data set split into train / validation / test (MNIST: validation carved from the official training set)."""
 
     train: ImageSplit
     val: ImageSplit
@@ -164,7 +167,7 @@ def load_mnist(
     val_size: int = 5000,
     split_seed: int = 0,
     download: bool = True,
-) -> MnistData:
+) -> ImageData:
     """Load MNIST as normalised float tensors ``(N, 1, 28, 28)`` with a validation split.
 
     Args:
@@ -187,7 +190,72 @@ def load_mnist(
         x = dataset.data.unsqueeze(1).float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD)
         splits[train] = ImageSplit(x, dataset.targets.long())
     train_idx, val_idx = train_val_split(len(splits[True]), val_size, split_seed)
-    return MnistData(splits[True].subset(train_idx), splits[True].subset(val_idx), splits[False])
+    return ImageData(splits[True].subset(train_idx), splits[True].subset(val_idx), splits[False])
+
+
+# the ten land-cover classes of EuroSAT (RGB), one folder each under eurosat/2750/, in ImageFolder's (sorted) order
+EUROSAT_CLASSES = (
+    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
+    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
+)
+EUROSAT_IMAGE_SIZE = 64
+
+
+def load_eurosat(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    val_size: int = 2700,
+    test_size: int = 5400,
+    split_seed: int = 0,
+    download: bool = True,
+) -> ImageData:
+    """Load EuroSAT RGB (27,000 Sentinel-2 patches, 64×64, 10 classes) as normalised tensors ``(N, 3, 64, 64)``.
+
+    The images are read with ``torchvision.datasets.EuroSAT`` from ``root/eurosat/2750/<class>/*.jpg``
+    (``root`` defaults to :func:`kdcourse.paths.data_root`). EuroSAT has no official split: a random
+    permutation fixed by ``split_seed`` gives ``test_size`` test and ``val_size`` validation images;
+    the rest is the training split. Each channel is standardised with the mean and std of the
+    training split.
+
+    Raises:
+        MissingDataError: the folder is absent and could not be downloaded; the message says where to put it.
+        CorruptDataError: a class folder is missing or unexpected, an image cannot be decoded (named), or
+            an image is not 64×64 RGB.
+    """
+    from PIL import Image
+    from torchvision.datasets import EuroSAT
+
+    folder = data_root(root)
+    fix = (f"download EuroSAT.zip (RGB) and unpack it so that {folder / 'eurosat' / '2750'} holds one folder per class "
+           f"({', '.join(EUROSAT_CLASSES)}), or set root=... / ${DATA_ENV}")
+    try:
+        dataset = EuroSAT(str(folder), download=download, loader=lambda p: p)
+    except Exception as error:  # torchvision raises RuntimeError (not found) or URLError (offline)
+        raise MissingDataError(f"EuroSAT is not in {folder / 'eurosat' / '2750'} and could not be downloaded "
+                               f"({type(error).__name__}: {error}). To fix: {fix}") from error
+    if tuple(dataset.classes) != EUROSAT_CLASSES:
+        raise CorruptDataError(f"{dataset.root}/eurosat/2750 has the class folders {dataset.classes}, expected {list(EUROSAT_CLASSES)}. To fix: {fix}")
+    n = len(dataset)
+    if val_size < 1 or test_size < 1 or val_size + test_size >= n:
+        raise ValueError(f"val_size ({val_size}) and test_size ({test_size}) must be >= 1 and leave training images of the {n}")
+    images = torch.empty(n, 3, EUROSAT_IMAGE_SIZE, EUROSAT_IMAGE_SIZE, dtype=torch.uint8)
+    for index, (path, _) in enumerate(dataset.samples):
+        try:
+            with Image.open(path) as image:
+                array = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
+                size = image.size
+        except OSError as error:
+            raise CorruptDataError(f"cannot decode the EuroSAT image {path} ({error}); re-extract the archive. To fix: {fix}") from error
+        if size != (EUROSAT_IMAGE_SIZE, EUROSAT_IMAGE_SIZE):
+            raise CorruptDataError(f"the EuroSAT image {path} is {size[0]}×{size[1]}, expected 64×64. To fix: {fix}")
+        images[index] = array.reshape(EUROSAT_IMAGE_SIZE, EUROSAT_IMAGE_SIZE, 3).permute(2, 0, 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    test, val, train = order[:test_size], order[test_size : test_size + val_size], order[test_size + val_size :]
+    x = images.float().div_(255.0)
+    mean = x[train].mean(dim=(0, 2, 3), keepdim=True)
+    std = x[train].std(dim=(0, 2, 3), keepdim=True)
+    full = ImageSplit(x.sub_(mean).div_(std), torch.tensor(dataset.targets, dtype=torch.long))
+    return ImageData(full.subset(train.sort().values), full.subset(val.sort().values), full.subset(test.sort().values))
 
 
 class TensorBatches:

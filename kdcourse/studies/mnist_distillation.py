@@ -9,10 +9,8 @@ the best validation accuracy; the test set is only used to report.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +23,7 @@ from torch import nn
 from .. import data as kd_data
 from .. import distill, metrics, models, paths
 from ..train import FitResult, fit, predict_logits
+from .common import config_key, with_overrides
 
 __all__ = [
     "StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_dir_for", "study_dataset", "train_teacher", "run_study",
@@ -54,7 +53,7 @@ class StudyConfig:
 
     def key(self) -> str:
         """Short hash of the configuration: runs with another configuration never share checkpoints."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return config_key(self)
 
 
 PROFILES: dict[str, StudyConfig] = {
@@ -68,7 +67,7 @@ PROFILES: dict[str, StudyConfig] = {
 
 def config_for(profile: str, **overrides: object) -> StudyConfig:
     """The configuration of ``profile`` with ``overrides`` (fields of :class:`StudyConfig`) applied; None values are ignored."""
-    return replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})
+    return with_overrides(PROFILES[profile], **overrides)
 
 
 @dataclass
@@ -105,18 +104,18 @@ class SplitSettings(Protocol):
     train_samples: int | None
 
 
-def study_dataset(config: SplitSettings, dataset: kd_data.MnistData) -> kd_data.MnistData:
+def study_dataset(config: SplitSettings, dataset: kd_data.ImageData) -> kd_data.ImageData:
     """``dataset`` with its training split cut to ``config.train_samples`` (when set); checks the validation size."""
     if len(dataset.val) != config.val_size:
         raise ValueError(f"dataset has {len(dataset.val)} validation images but config.val_size is {config.val_size}; "
                          "load it with load_mnist(val_size=config.val_size)")
     if config.train_samples is None:
         return dataset
-    return kd_data.MnistData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
+    return kd_data.ImageData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
 
 
 def train_teacher(
-    config: StudyConfig, dataset: kd_data.MnistData, seed: int, run_dir: Path, device: torch.device
+    config: StudyConfig, dataset: kd_data.ImageData, seed: int, run_dir: Path, device: torch.device
 ) -> tuple[nn.Module, FitResult, torch.Tensor]:
     """Train the teacher of ``seed`` (or load it from ``run_dir``) and its logits ``(N, 10)`` on the training split.
 
@@ -146,7 +145,7 @@ def _grid_members(config: StudyConfig) -> list[tuple[str, float, float]]:
 
 
 def _train_students(
-    config: StudyConfig, dataset: kd_data.MnistData, seed: int, soft_targets: torch.Tensor, run_dir: Path,
+    config: StudyConfig, dataset: kd_data.ImageData, seed: int, soft_targets: torch.Tensor, run_dir: Path,
     amp: torch.dtype | None, device: torch.device,
 ) -> tuple[list[dict], dict[str, nn.Module], float]:
     """Train every (T, α) student and the scratch student of one seed, ``stack_size`` at a time."""
@@ -185,7 +184,7 @@ def _train_students(
 
 
 def run_study(
-    config: StudyConfig, dataset: kd_data.MnistData, *, run_root: Path | None = None, device: str | torch.device | None = None
+    config: StudyConfig, dataset: kd_data.ImageData, *, run_root: Path | None = None, device: str | torch.device | None = None
 ) -> StudyOutcome:
     """Train teachers and students for every seed, resuming finished work from checkpoints.
 

@@ -12,10 +12,8 @@ student of a seed starts from the same weights and sees the same batches: differ
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +26,7 @@ from ..chains import train_with_snapshots
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import classification_scores
 from ..train import fit, predict_logits
+from .common import config_key, with_overrides
 from .mnist_distillation import study_dataset
 
 __all__ = ["EskdConfig", "PROFILES", "TEACHERS", "config_for", "run_study", "paired_against"]
@@ -60,7 +59,7 @@ class EskdConfig:
 
     def key(self) -> str:
         """Short hash of the configuration, naming its checkpoint folder."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return config_key(self)
 
 
 PROFILES: dict[str, EskdConfig] = {
@@ -71,10 +70,10 @@ PROFILES: dict[str, EskdConfig] = {
 
 def config_for(profile: str, **overrides: object) -> EskdConfig:
     """The configuration of ``profile`` with ``overrides`` applied; None values are ignored."""
-    return replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})
+    return with_overrides(PROFILES[profile], **overrides)
 
 
-def run_study(config: EskdConfig, dataset: kd_data.MnistData, *, run_root: Path | None = None,
+def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path | None = None,
               device: str | torch.device | None = None) -> pd.DataFrame:
     """Train teachers (with snapshots) and students for every seed; one row per trained network.
 

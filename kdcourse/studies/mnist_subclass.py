@@ -158,7 +158,7 @@ def _check(config: SubclassConfig) -> None:
         raise ValueError("limited_samples and limited_epochs must be >= 1")
 
 
-def run_study(config: SubclassConfig, dataset: kd_data.MnistData, *, run_root: Path | None = None,
+def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: Path | None = None,
               device: str | torch.device | None = None) -> SubclassOutcome:
     """Train the four teachers and every student arm for each seed (resuming from checkpoints); see the module docstring.
 

@@ -12,9 +12,7 @@ same initial student weights and sees the same batches: differences between arms
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +24,8 @@ from .. import distill, models, paths
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import classification_scores
 from ..train import FitResult, fit, predict_logits
+from . import common
+from .common import config_key, with_overrides
 from . import mnist_distillation
 
 __all__ = ["TakdConfig", "PROFILES", "TakdOutcome", "config_for", "run_study", "arm_summary", "paired_difference"]
@@ -47,7 +47,7 @@ class TakdConfig:
 
     def key(self) -> str:
         """Short hash of the configuration, naming its checkpoint folder."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return config_key(self)
 
 
 PROFILES: dict[str, TakdConfig] = {
@@ -58,7 +58,7 @@ PROFILES: dict[str, TakdConfig] = {
 
 def config_for(profile: str, **overrides: object) -> TakdConfig:
     """The configuration of ``profile`` with ``overrides`` applied; None values are ignored."""
-    return replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})
+    return with_overrides(PROFILES[profile], **overrides)
 
 
 @dataclass
@@ -79,7 +79,7 @@ def _fresh_mlp(hidden: int, seed: int) -> nn.Sequential:
 
 
 def _distil(
-    model: nn.Module, soft_targets: torch.Tensor, dataset: kd_data.MnistData, config: TakdConfig, alpha: float,
+    model: nn.Module, soft_targets: torch.Tensor, dataset: kd_data.ImageData, config: TakdConfig, alpha: float,
     seed: int, checkpoint: Path, device: torch.device,
 ) -> FitResult:
     """Train ``model`` on the labels and ``soft_targets`` ``(N, 10)`` with the study's budget."""
@@ -96,7 +96,7 @@ def _distil(
 
 
 def run_study(
-    config: TakdConfig, dataset: kd_data.MnistData, profile: str, *, run_root: Path | None = None,
+    config: TakdConfig, dataset: kd_data.ImageData, profile: str, *, run_root: Path | None = None,
     device: str | torch.device | None = None,
 ) -> TakdOutcome:
     """Train assistants and students for every seed (resuming from checkpoints) and score them on the test set.
@@ -177,7 +177,5 @@ def arm_summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 def paired_difference(runs: pd.DataFrame, arm: str, baseline: str) -> dict[str, float]:
     """Per-seed test-accuracy difference ``arm − baseline`` in points: mean, std (ddof 1), seeds."""
-    a = runs[runs.arm == arm].set_index("seed").test_accuracy
-    b = runs[runs.arm == baseline].set_index("seed").test_accuracy
-    d = ((a - b) * 100).dropna()
-    return {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0, "seeds": int(len(d))}
+    return common.paired_difference(runs[runs.arm == arm].set_index("seed").test_accuracy,
+                                    runs[runs.arm == baseline].set_index("seed").test_accuracy)

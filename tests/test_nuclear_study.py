@@ -1,0 +1,123 @@
+"""The nuclear-norm study end to end on a tiny generated MNIST and a tiny EuroSAT folder; the lazy penalty."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdcourse.data import load_eurosat, load_mnist
+from kdcourse.lowrank import nuclear_norm, nuclear_penalty_loss
+from kdcourse.models import mlp
+from kdcourse.studies import mnist_distillation, nuclear
+from test_eurosat import write_eurosat
+
+SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def mnist_outcome(tmp_path_factory: pytest.TempPathFactory, mnist_files) -> dict:
+    root = mnist_files.write_mnist(tmp_path_factory.mktemp("mnist"), n_train=300, n_test=100)
+    dataset = load_mnist(root, val_size=50, download=False)
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setitem(mnist_distillation.PROFILES, "smoke", mnist_distillation.config_for(
+        "smoke", val_size=50, train_samples=None, teacher_epochs=1, mixed_precision=False))
+    config = nuclear.config_for("smoke", seeds=SEEDS, betas=(0.0, 0.05), ranks=(4, 16, 784), rank_tolerance=100.0, mixed_precision=False)
+    runs_root = tmp_path_factory.mktemp("runs")
+    try:
+        first = nuclear.run_study(config, nuclear.mnist_task(config, dataset, "smoke", run_root=runs_root), run_root=runs_root)
+        second = nuclear.run_study(config, nuclear.mnist_task(config, dataset, "smoke", run_root=runs_root), run_root=runs_root)
+    finally:
+        monkeypatch.undo()
+    return {"first": first, "second": second, "config": config}
+
+
+def test_one_student_per_seed_alpha_beta(mnist_outcome) -> None:
+    runs = mnist_outcome["first"].runs
+    assert len(runs) == len(SEEDS) * 2 * 2
+    assert runs.groupby(["alpha", "beta"]).seed.apply(sorted).tolist() == [list(SEEDS)] * 4
+    assert runs[["test_accuracy", "precision", "recall", "f1"]].stack().between(0, 1).all()
+
+
+def test_truncation_at_full_rank_reproduces_the_dense_student(mnist_outcome) -> None:
+    outcome = mnist_outcome["first"]
+    full = outcome.truncation[outcome.truncation["rank"] == 784].set_index(["seed", "alpha", "beta"]).test_accuracy
+    dense = outcome.runs.set_index(["seed", "alpha", "beta"]).test_accuracy
+    pd.testing.assert_series_equal(full.sort_index(), dense.sort_index(), check_names=False, atol=0.011)
+
+
+def test_chosen_rank_is_the_smallest_within_tolerance(mnist_outcome) -> None:
+    # a tolerance of 100 points accepts any rank: the smallest one is chosen
+    assert mnist_outcome["first"].runs.chosen_rank.eq(4).all()
+
+
+def test_spectra_are_descending_and_sum_to_the_nuclear_norm(mnist_outcome) -> None:
+    outcome = mnist_outcome["first"]
+    for (seed, alpha, beta), spectrum in outcome.spectra.items():
+        assert (spectrum.diff() <= 1e-5).all()
+        row = outcome.runs[(outcome.runs.seed == seed) & (outcome.runs.alpha == alpha) & (outcome.runs.beta == beta)].iloc[0]
+        assert spectrum.sum().item() == pytest.approx(row.nuclear_norm, rel=1e-4)
+
+
+def test_cost_table_has_fewer_macs_at_low_rank(mnist_outcome) -> None:
+    cost = mnist_outcome["first"].cost.set_index("model")
+    assert cost.loc["student, W₁ at rank 4", "macs"] < cost.loc["student (dense)", "macs"] < cost.loc["student, W₁ at rank 784", "macs"]
+    assert (cost.latency_ms_batch1 > 0).all()
+
+
+def test_rerun_resumes_with_identical_results(mnist_outcome) -> None:
+    pd.testing.assert_frame_equal(mnist_outcome["first"].runs.drop(columns="seconds"), mnist_outcome["second"].runs.drop(columns="seconds"))
+
+
+def test_energy_rank() -> None:
+    assert nuclear.energy_rank(torch.tensor([3.0, 4.0, 0.0])) == 2
+    assert nuclear.energy_rank(torch.tensor([10.0, 1.0, 0.1]), energy=0.9) == 1
+    with pytest.raises(ValueError, match="energy"):
+        nuclear.energy_rank(torch.ones(3), energy=0)
+
+
+def test_lazy_penalty_is_added_every_k_calls_with_weight_k_beta() -> None:
+    torch.manual_seed(0)
+    model = mlp([5], in_features=6, num_classes=3)
+    logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    base = F.cross_entropy(logits, y)
+    loss_fn = nuclear_penalty_loss(lambda s, t: F.cross_entropy(s, t), model, beta=0.1, every=3)
+    penalty = 3 * 0.1 * nuclear_norm(model[1].weight.detach())
+    values = [loss_fn(logits, y).item() for _ in range(7)]
+    expected = [(base + penalty).item() if call % 3 == 0 else base.item() for call in range(7)]
+    assert values == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("every", [0, -2, 1.5, True])
+def test_lazy_penalty_rejects_bad_intervals(every) -> None:
+    with pytest.raises(ValueError, match="every"):
+        nuclear_penalty_loss(F.cross_entropy, mlp([4], in_features=6, num_classes=2), 0.1, every=every)
+
+
+def test_bad_configuration_raises(tmp_path) -> None:
+    task = nuclear.NuclearTask("toy", None, lambda: mlp([8], in_features=6, num_classes=2), None, (6,))
+    with pytest.raises(ValueError, match="include 0"):
+        nuclear.run_study(nuclear.config_for("smoke", betas=(1e-3,)), task, run_root=tmp_path)
+    with pytest.raises(ValueError, match="ranks"):
+        nuclear.run_study(nuclear.config_for("smoke", ranks=(7,)), task, run_root=tmp_path)
+    with pytest.raises(ValueError, match="dataset"):
+        nuclear.config_for("smoke", "cifar")
+
+
+def test_eurosat_task_runs_on_a_small_folder(tmp_path) -> None:
+    data = load_eurosat(write_eurosat(tmp_path / "data", per_class=4), val_size=8, test_size=8, download=False)
+    config = nuclear.config_for("smoke", "eurosat", ranks=(2, 4), mixed_precision=False)
+    outcome = nuclear.run_study(config, nuclear.eurosat_task(config, data), run_root=tmp_path / "runs")
+    assert len(outcome.runs) == 4 and outcome.task == "EuroSAT"
+    assert outcome.teachers.accuracy.between(0, 1).all()
+    assert set(outcome.cost.model) >= {"teacher", "student (dense)", "student, W₁ at rank 2"}
+
+
+def test_paired_against_unpenalised(mnist_outcome) -> None:
+    runs = mnist_outcome["first"].runs
+    paired = nuclear.paired_against_unpenalised(runs)
+    assert list(paired.index) == [(0.0, 0.05), (0.5, 0.05)]
+    a = runs[(runs.alpha == 0.5) & (runs.beta == 0.05)].set_index("seed").test_accuracy
+    b = runs[(runs.alpha == 0.5) & (runs.beta == 0.0)].set_index("seed").test_accuracy
+    assert paired.loc[(0.5, 0.05), "mean"] == pytest.approx(((a - b) * 100).mean())
