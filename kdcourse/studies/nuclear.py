@@ -47,13 +47,13 @@ class NuclearConfig:
 
     seeds: tuple[int, ...] = (0, 1, 2)
     alphas: tuple[float, ...] = (0.0, 0.5, 0.9)
-    betas: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)
+    betas: tuple[float, ...] = (0.0, 3e-4, 1e-3, 3e-3, 1e-2)
     temperature: float = 4.0
     epochs: int = 10
     batch_size: int = 256
     lr: float = 3e-3
     penalty_every: int = 10  # lazy penalty: every 10th step, weighted 10 β (the SVD dominates a CPU step)
-    ranks: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256, 512)
+    ranks: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
     rank_tolerance: float = 0.1  # points of validation accuracy a factorised student may lose
     teacher_epochs: int = 15  # EuroSAT teacher only (the MNIST teacher comes from the distillation study)
     teacher_lr: float = 1e-3
