@@ -237,3 +237,33 @@ def test_predict_logits_and_evaluate(problem) -> None:
     scores = evaluate(model, x, y)
     assert scores["loss"] == pytest.approx(F.cross_entropy(expected, y).item(), rel=1e-5)
     assert scores["accuracy"] == pytest.approx((expected.argmax(1) == y).float().mean().item())
+
+
+def test_evaluate_scores_mapped_class_logits() -> None:
+    # a model with 2 × 2 subclass outputs; its class logits come from log-sum-exp over each pair
+    from kdcourse.subclass import class_logits_from_subclasses
+
+    model = nn.Linear(3, 4, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[5.0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 5.0, 0]]))
+    x = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0]])
+    y = torch.tensor([0, 1, 1])  # class 0 owns outputs 0–1, class 1 outputs 2–3
+    mapped = evaluate(model, x, y, class_logits=lambda out: class_logits_from_subclasses(out, 2))
+    assert mapped["accuracy"] == pytest.approx(2 / 3)
+    # without the map, targets would be read as subclass indices: only the first example matches
+    assert evaluate(model, x, y)["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_fit_selects_epochs_on_mapped_validation_accuracy(tmp_path: Path) -> None:
+    from kdcourse.subclass import class_logits_from_subclasses
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = (x[:, 0] > 0).long()
+    model = nn.Linear(5, 6)  # 2 classes × 3 subclasses
+    to_classes = lambda out: class_logits_from_subclasses(out, 3)  # noqa: E731
+    result = fit(model, TensorBatches(x, y, batch_size=16, seed=0), lambda out, t: F.cross_entropy(to_classes(out), t), epochs=3,
+                 val_data=(x, y), lr=0.05, class_logits=to_classes, checkpoint=tmp_path / "run.ckpt")
+    best = max(h["val_accuracy"] for h in result.history)
+    assert result.best_val_accuracy == pytest.approx(best)
+    assert evaluate(model, x, y, class_logits=to_classes)["accuracy"] == pytest.approx(best)
