@@ -165,12 +165,14 @@ def execute_chapters(
     timeout: float | None = None,
     root: Path | None = None,
     on_done: Callable[[str, float], None] | None = None,
+    parameters: dict[str, object] | None = None,
 ) -> dict[str, float]:
     """Run the chapters (all notebook chapters by default) with papermill under ``profile``.
 
     Executed notebooks go to ``out_dir`` (``_build/executed``), with ``timings.json`` holding the
     wall time of each chapter in seconds. ``timeout`` limits each cell (seconds); ``on_done`` is
-    called with each chapter's name and wall time as it finishes.
+    called with each chapter's name and wall time as it finishes. ``parameters`` override further
+    names of the chapters' ``parameters`` cells (e.g. ``{"SEEDS": (0, 1)}``).
     """
     import papermill
 
@@ -192,7 +194,7 @@ def execute_chapters(
             start = time.perf_counter()
             try:
                 papermill.execute_notebook(
-                    str(source), str(output), parameters={"PROFILE": profile}, cwd=str(root / BOOK_DIR),
+                    str(source), str(output), parameters={**(parameters or {}), "PROFILE": profile}, cwd=str(root / BOOK_DIR),
                     kernel_name="python3", progress_bar=False, execution_timeout=timeout,
                 )
             except Exception as exc:

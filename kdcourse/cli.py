@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from collections.abc import Sequence
@@ -24,10 +25,26 @@ def _print_time(name: str, seconds: float) -> None:
     print(f"{name}: {seconds:.1f} s", flush=True)
 
 
+def _parameter(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` → ``(NAME, value)``, the value read as a Python literal (``EUROSAT=False``, ``SEEDS=(0, 1)``).
+
+    Tuples become lists, which papermill can write into a notebook (it would turn a tuple into a string).
+    """
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier() or name == "PROFILE":
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME a parameter other than PROFILE (use --profile), got {text!r}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError) as error:
+        raise argparse.ArgumentTypeError(f"the value of {name} must be a Python literal such as False, 3 or (0, 1); got {value!r}") from error
+    return name, list(parsed) if isinstance(parsed, tuple) else parsed
+
+
 def _execute(args: argparse.Namespace) -> dict[str, float]:
     print(f"executing with the {args.profile} profile", flush=True)
     return book.execute_chapters(
-        args.chapters or None, profile=args.profile, out_dir=args.output, timeout=args.timeout, on_done=_print_time
+        args.chapters or None, profile=args.profile, out_dir=args.output, timeout=args.timeout, on_done=_print_time,
+        parameters=dict(getattr(args, "param", [])),
     )
 
 
@@ -45,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     execute.add_argument("--profile", choices=PROFILES, default="smoke", help="run profile (default: smoke)")
     execute.add_argument("--output", type=Path, default=None, help="folder of executed notebooks (default: _build/executed)")
     execute.add_argument("--timeout", type=float, default=None, help="time limit per cell in seconds (default: none)")
+    execute.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", type=_parameter,
+                         help="set a name of the chapters' parameters cell, VALUE a Python literal (e.g. -p EUROSAT=False); repeatable")
 
     build_html = sub.add_parser("build-html", help="build the HTML book from executed notebooks (no execution)")
     build_html.add_argument("--executed", type=Path, default=None, help="folder of executed notebooks (default: _build/executed)")

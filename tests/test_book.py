@@ -127,3 +127,24 @@ def test_staged_links_to_notebook_chapters_point_at_the_notebooks(tmp_path: Path
     page.write_text("[a](a.md), [b](./a.md#part), [plain](p.md), [other](ab.md), {doc}`a`\n")
     book._retarget_links(tmp_path, ["a"])
     assert page.read_text() == "[a](a.ipynb), [b](./a.ipynb#part), [plain](p.md), [other](ab.md), {doc}`a`\n"
+
+
+def test_cli_passes_parameters_to_the_chapters(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdcourse.cli import main
+
+    (repo / "book" / "b.md").write_text(
+        FRONT_MATTER + "\n# B\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nPROFILE = None\nEXTRA = None\nSEEDS = None\n```\n"
+        "\n```{code-cell} ipython3\nfrom pathlib import Path\nPath('params.txt').write_text(repr((PROFILE, EXTRA, SEEDS)))\n```\n"
+    )
+    monkeypatch.chdir(repo)
+    assert main(["execute", "b", "--output", str(tmp_path / "out"), "-p", "EXTRA=False", "--param", "SEEDS=(0, 1)"]) == 0
+    assert (repo / "book" / "params.txt").read_text() == "('smoke', False, [0, 1])"
+
+
+@pytest.mark.parametrize("bad", ["EXTRA", "PROFILE='full'", "EXTRA=not a literal", "1X=2"])
+def test_cli_rejects_malformed_parameters(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from kdcourse.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["execute", "b", "-p", bad])
+    assert "NAME=VALUE" in capsys.readouterr().err or "literal" in capsys.readouterr().err
