@@ -111,7 +111,7 @@ def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path 
         teacher_logits_final = None
         for size in config.teacher_sizes:
             torch.manual_seed(seed)
-            teacher = TEACHERS[size]()
+            teacher = TEACHERS[size]().to(memory_format=torch.channels_last)  # faster convolutions on a CPU; no-op for the MLP
             batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, batch_size=config.teacher_batch_size, seed=seed)
             tag = size.replace(" ", "_")
             snapshots = train_with_snapshots(
