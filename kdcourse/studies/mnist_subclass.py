@@ -125,10 +125,15 @@ class SubclassOutcome:
     student_seconds: float = 0.0
 
 
-def _class_map(subclasses_per_class: int) -> Callable[[Tensor], Tensor] | None:
+def _class_map(subclasses_per_class: int) -> Callable[[Tensor], Tensor]:
+    """Outputs ``(N, C·s)`` → class logits ``(N, C)``: log-sum-exp over each class's subclasses (identity for s = 1)."""
     if subclasses_per_class == 1:
-        return None
+        return lambda outputs: outputs
     return lambda outputs: class_logits_from_subclasses(outputs, subclasses_per_class)
+
+
+def _accuracy(logits: Tensor, targets: Tensor) -> float:
+    return (logits.argmax(1) == targets).float().mean().item()
 
 
 def _task_labels(task: str, digits: Tensor) -> Tensor:
@@ -200,13 +205,13 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
             logits[name] = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"seed{seed}_teacher_{tag}_logits.pt",
                                                   amp_dtype=amp, device=device)
             test_outputs = predict_logits(teacher, dataset.test.x, amp_dtype=amp, device=device)
-            class_logits = test_outputs if s == 1 else class_logits_from_subclasses(test_outputs, s)
+            class_logits = _class_map(s)(test_outputs)
             binary_logits = class_logits if task == "binary" else class_logits_from_subclasses(class_logits, MNIST_SUBCLASSES_PER_CLASS)
             teacher_rows.append({
                 "seed": seed, "teacher": name, "task": task, "outputs": num_classes * s,
                 "val_accuracy": result.best_val_accuracy,
-                "test_accuracy": (class_logits.argmax(1) == _task_labels(task, dataset.test.y)).float().mean().item(),
-                "binary_test_accuracy": (binary_logits.argmax(1) == mnist_superclass(dataset.test.y)).float().mean().item(),
+                "test_accuracy": _accuracy(class_logits, _task_labels(task, dataset.test.y)),
+                "binary_test_accuracy": _accuracy(binary_logits, mnist_superclass(dataset.test.y)),
                 "seconds": result.train_seconds,
             })
             if learned:
@@ -256,11 +261,11 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
                 )
                 student_seconds += result.train_seconds
                 test_outputs = predict_logits(student, dataset.test.x, amp_dtype=amp, device=device)
-                class_logits = test_outputs if per_class == 1 else class_logits_from_subclasses(test_outputs, per_class)
+                class_logits = _class_map(per_class)(test_outputs)
                 student_rows.append({
                     "seed": seed, "task": task, "regime": regime, "arm": arm, "outputs": outputs,
                     "val_accuracy": result.best_val_accuracy,
-                    "test_accuracy": (class_logits.argmax(1) == _task_labels(task, dataset.test.y)).float().mean().item(),
+                    "test_accuracy": _accuracy(class_logits, _task_labels(task, dataset.test.y)),
                     "seconds": result.train_seconds,
                 })
     return SubclassOutcome(
