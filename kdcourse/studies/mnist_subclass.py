@@ -52,12 +52,12 @@ from .mnist_distillation import study_dataset
 
 __all__ = ["SubclassConfig", "PROFILES", "TEACHERS", "SubclassOutcome", "config_for", "run_study", "arm_summary", "paired_against"]
 
-# teacher name → (task, subclasses per class, learned?); subclasses per class 1 means plain class logits
-TEACHERS: dict[str, tuple[str, int, bool]] = {
-    "digits": ("ten-class", 1, False),
-    "binary": ("binary", 1, False),
-    "binary learned": ("binary", MNIST_SUBCLASSES_PER_CLASS, True),
-    "ten-class learned": ("ten-class", 2, True),
+# teacher name → (task, learned subclasses?); see _subclasses_per_class for their output layout
+TEACHERS: dict[str, tuple[str, bool]] = {
+    "digits": ("ten-class", False),
+    "binary": ("binary", False),
+    "binary learned": ("binary", True),
+    "ten-class learned": ("ten-class", True),
 }
 
 
@@ -132,6 +132,14 @@ def _class_map(subclasses_per_class: int) -> Callable[[Tensor], Tensor]:
     return lambda outputs: class_logits_from_subclasses(outputs, subclasses_per_class)
 
 
+def _subclasses_per_class(task: str, learned: bool, config: SubclassConfig) -> int:
+    """Outputs per class of a teacher: 1 (plain class logits), 5 for the binary task's learned subclasses
+    (as many as its digits per class), ``config.ten_class_subclasses`` for the ten-class task's."""
+    if not learned:
+        return 1
+    return MNIST_SUBCLASSES_PER_CLASS if task == "binary" else config.ten_class_subclasses
+
+
 def _accuracy(logits: Tensor, targets: Tensor) -> float:
     return (logits.argmax(1) == targets).float().mean().item()
 
@@ -176,7 +184,6 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
     run_dir = (run_root or paths.runs_dir()) / "mnist_subclass" / config.key()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = torch.bfloat16 if config.mixed_precision else None
-    subclasses_of = {**{name: spec[1] for name, spec in TEACHERS.items()}, "ten-class learned": config.ten_class_subclasses}
     teacher_rows, student_rows, subclass_rows = [], [], []
     tables: dict[int, np.ndarray] = {}
     kept: dict[str, nn.Module] = {}
@@ -187,8 +194,8 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
 
     for seed in config.seeds:
         logits: dict[str, Tensor] = {}
-        for name, (task, _, learned) in TEACHERS.items():
-            s = subclasses_of[name]
+        for name, (task, learned) in TEACHERS.items():
+            s = _subclasses_per_class(task, learned, config)
             num_classes = 2 if task == "binary" else 10
             torch.manual_seed(seed)
             teacher = models.mnist_assistant(num_outputs=num_classes * s)
