@@ -21,7 +21,7 @@ from scipy import stats
 from torch import nn
 
 from .. import data as kd_data
-from .. import distill, metrics, models, paths
+from .. import distill, hardware, metrics, models, paths
 from ..train import FitResult, fit, predict_logits
 from .common import config_key, with_overrides
 
@@ -122,9 +122,9 @@ def train_teacher(
     ``dataset`` comes from :func:`study_dataset`. Other studies call this with the same configuration
     and folder to reuse the teacher and its cached logits instead of training them again.
     """
-    amp = torch.bfloat16 if config.mixed_precision else None
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     torch.manual_seed(seed)
-    teacher = models.mnist_teacher().to(memory_format=torch.channels_last)
+    teacher = models.mnist_teacher().to(memory_format=hardware.CONV_MEMORY_FORMAT)
     augment = None
     if config.teacher_shift > 0:
         def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -197,8 +197,8 @@ def run_study(
         raise ValueError(f"headline (T, α) = {config.headline} is not a point of the grid")
     dataset = study_dataset(config, dataset)
     run_dir = run_dir_for(config, run_root)
-    amp = torch.bfloat16 if config.mixed_precision else None
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     rows: list[dict] = []
     kept: dict[str, nn.Module] = {}
     train_seconds = 0.0

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import data as kd_data
-from .. import distill, models, paths
+from .. import distill, hardware, models, paths
 from ..chains import train_with_snapshots
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import classification_scores
@@ -90,7 +90,7 @@ def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path 
     dataset = study_dataset(config, dataset)
     run_dir = (run_root or paths.runs_dir()) / "mnist_eskd" / config.key()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = torch.bfloat16 if config.mixed_precision else None
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     rows: list[dict] = []
 
     def accuracy(model: nn.Module) -> float:
@@ -111,7 +111,7 @@ def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path 
         teacher_logits_final = None
         for size in config.teacher_sizes:
             torch.manual_seed(seed)
-            teacher = TEACHERS[size]().to(memory_format=torch.channels_last)  # faster convolutions on a CPU; no-op for the MLP
+            teacher = TEACHERS[size]().to(memory_format=hardware.CONV_MEMORY_FORMAT)  # faster convolutions on a CPU; no-op for the MLP
             batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, batch_size=config.teacher_batch_size, seed=seed)
             tag = size.replace(" ", "_")
             snapshots = train_with_snapshots(

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import data as kd_data
-from .. import distill, models, paths
+from .. import distill, hardware, models, paths
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..subclass import (
     MNIST_SUBCLASSES_PER_CLASS,
@@ -183,7 +183,7 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
         raise ValueError(f"limited_samples ({config.limited_samples}) exceeds the {len(dataset.train)} training images")
     run_dir = (run_root or paths.runs_dir()) / "mnist_subclass" / config.key()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = torch.bfloat16 if config.mixed_precision else None
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     teacher_rows, student_rows, subclass_rows = [], [], []
     tables: dict[int, np.ndarray] = {}
     kept: dict[str, nn.Module] = {}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import data as kd_data
-from .. import distill, models, paths
+from .. import distill, hardware, models, paths
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import classification_scores
 from ..train import FitResult, fit, predict_logits
@@ -91,7 +91,7 @@ def _distil(
     return fit(
         model, batches, loss_fn, epochs=config.epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.lr,
         schedule="cosine", checkpoint=checkpoint, seed=seed, device=device,
-        amp_dtype=torch.bfloat16 if config.mixed_precision else None, description=checkpoint.stem,
+        amp_dtype=hardware.autocast_dtype(device, allowed=config.mixed_precision), description=checkpoint.stem,
     )
 
 
@@ -113,7 +113,7 @@ def run_study(
     teacher_dir = mnist_distillation.run_dir_for(teacher_config, run_root and run_root / "mnist_distillation")
     run_dir = (run_root or paths.runs_dir()) / "mnist_takd" / f"{config.key()}-{teacher_config.key()}"
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = torch.bfloat16 if config.mixed_precision else None
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     rows: list[dict] = []
     train_seconds = teacher_seconds = 0.0
 

@@ -26,7 +26,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .. import data as kd_data
-from .. import distill, models, paths
+from .. import distill, hardware, models, paths
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..lowrank import first_linear, linear_macs, nuclear_norm, nuclear_penalty_loss, replace_first_linear, singular_values
 from ..metrics import classification_scores
@@ -119,7 +119,7 @@ def mnist_task(config: NuclearConfig, dataset: kd_data.ImageData, profile: str, 
 def eurosat_task(config: NuclearConfig, dataset: kd_data.ImageData, *, device: torch.device | None = None) -> NuclearTask:
     """EuroSAT with a ResNet-18 teacher (torchvision, trained from scratch here) and a 12,288-512-512-10 MLP student."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = torch.bfloat16 if config.mixed_precision else None
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     dataset = kd_data.ImageData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
     channels, height, width = dataset.train.x.shape[1:]
 
@@ -129,7 +129,7 @@ def eurosat_task(config: NuclearConfig, dataset: kd_data.ImageData, *, device: t
 
     def teacher(seed: int, run_dir: Path) -> tuple[nn.Module, Tensor, float]:
         torch.manual_seed(seed)
-        model = torchvision.models.resnet18(weights=None, num_classes=10).to(memory_format=torch.channels_last)
+        model = torchvision.models.resnet18(weights=None, num_classes=10).to(memory_format=hardware.CONV_MEMORY_FORMAT)
         batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, batch_size=config.teacher_batch_size, seed=seed, transform=augment)
         result = fit(model, batches, epochs=config.teacher_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.teacher_lr,
                      weight_decay=0.05, schedule="cosine", seed=seed, device=device, amp_dtype=amp,
@@ -196,7 +196,7 @@ def run_study(config: NuclearConfig, task: NuclearTask, *, run_root: Path | None
     _check(config, min(layer.in_features, layer.out_features))
     run_dir = (run_root or paths.runs_dir()) / "nuclear" / task.name.lower() / config.key()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = torch.bfloat16 if config.mixed_precision else None
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     data = task.data
     rows, truncation, teacher_rows = [], [], []
     spectra: dict[tuple[int, float, float], Tensor] = {}

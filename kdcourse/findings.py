@@ -1,0 +1,112 @@
+"""What a chapter presents as its findings.
+
+A chapter always runs its study live, at the profile it was given. In the ``full`` profile that live
+run *is* the finding. In the ``smoke`` profile (a few hundred images, one or two epochs) its numbers
+mean nothing, so every table, figure and conclusion that states a finding is drawn from the
+recorded full-profile result file instead (``book/results/full/<name>.json``), and the live output is
+shown only as proof that the code runs, under a label that says so.
+
+Typical use in a chapter::
+
+    outcome = study.run_study(config, data, PROFILE)          # live, at PROFILE
+    findings.show_smoke_run(PROFILE, study.arm_summary(outcome.runs))
+    runs = findings.frame("mnist_takd", "runs", PROFILE, live=outcome.runs)
+    # ... every later table and figure is drawn from ``runs``
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pandas as pd
+
+from kdcourse import results
+
+__all__ = ["uses_recorded", "recorded", "frame", "value", "show_smoke_run", "source_note"]
+
+
+def uses_recorded(profile: str) -> bool:
+    """True when the findings of a run at ``profile`` come from the recorded full-profile results (smoke)."""
+    return profile != "full"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    """The recorded full-profile file of chapter ``name``: ``{"provenance": ..., "results": ...}``.
+
+    Raises ``FileNotFoundError`` naming the file and the command that creates it."""
+    try:
+        return results.load_results(name, "full")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"{exc}. A smoke build shows the recorded full-profile findings; record them first with: "
+            f"python -m kdcourse execute {name} --profile full"
+        ) from None
+
+
+def _box(kind: str, title: str, body: str) -> Any:
+    from IPython.display import HTML
+
+    colours = {"smoke": ("#fff4e5", "#e8a33d"), "recorded": ("#e8f4fd", "#3c8dd0")}
+    background, border = colours[kind]
+    return HTML(
+        f'<div class="kd-{kind}" style="background:{background};border-left:6px solid {border};'
+        f'padding:0.6em 1em;margin:0.5em 0;color:#222">'
+        f"<strong>{html.escape(title)}</strong> {body}</div>"
+    )
+
+
+def source_note(name: str, profile: str) -> Any:
+    """A visible note naming where the findings below come from (``None`` in the full profile)."""
+    if not uses_recorded(profile):
+        return None
+    provenance = recorded(name)["provenance"]
+    body = html.escape(
+        f"The tables, figures and conclusions from here on come from the recorded full-profile run "
+        f"(commit {provenance['commit']}, {provenance['date'][:10]}, seeds {provenance['seeds']}, "
+        f"{provenance['device']}), not from the smoke run above."
+    )
+    return _box("recorded", "Recorded full-profile results.", body)
+
+
+def show_smoke_run(profile: str, output: Any, what: str = "the study") -> None:
+    """Display ``output`` (a table or text of the live run) under a label saying it only proves the code runs.
+
+    In the full profile ``output`` is displayed as it is."""
+    from IPython.display import display
+
+    if uses_recorded(profile):
+        display(_box("smoke", "Smoke run: proof that the code runs.",
+                     html.escape(f"These numbers come from {what} on a few hundred images and one or two "
+                                 "epochs; they are not results and are not used below.")))
+    display(output)
+
+
+def frame(name: str, key: str, profile: str, *, live: pd.DataFrame) -> pd.DataFrame:
+    """The table ``key`` of chapter ``name`` that the findings are drawn from.
+
+    Full profile: ``live`` itself. Smoke: the recorded full-profile rows ``results[key]`` (written by
+    :func:`kdcourse.studies.common.json_records`), with the same index columns as ``live`` and the
+    recorded :func:`source_note` displayed."""
+    if not uses_recorded(profile):
+        return live
+    from IPython.display import display
+
+    rows = recorded(name)["results"].get(key)
+    if rows is None:
+        raise KeyError(f"the recorded results of {name!r} hold no table {key!r}; re-record them with the full profile")
+    table = pd.DataFrame(rows)
+    index = [level for level in live.index.names if level is not None]
+    if index and set(index) <= set(table.columns):
+        table = table.set_index(index if len(index) > 1 else index[0])
+    elif "index" in table.columns:
+        table = table.drop(columns="index")
+    display(source_note(name, profile))
+    return table
+
+
+def value(name: str, key: str, profile: str, *, live: Any) -> Any:
+    """A recorded value ``results[key]`` of chapter ``name`` in smoke, ``live`` in the full profile."""
+    if not uses_recorded(profile):
+        return live
+    return recorded(name)["results"][key]
