@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from kdcourse.paths import RUNS_ENV
 from kdcourse.profiles import PROFILE_ENV, resolve_profile
 
 __all__ = [
@@ -36,11 +37,23 @@ __all__ = [
     "convert_chapter",
     "kernel_environment",
     "execute_chapters",
+    "finalise_executed",
+    "add_smoke_notice",
     "build_html",
     "run_tests",
 ]
 
 BOOK_DIR = "book"
+# configuration of the kernels that run the chapters (it silences one misleading log line)
+KERNEL_CONFIG = Path(__file__).resolve().parent / "kernel_config" / "ipython_kernel_config.py"
+# the notebook metadata key that records the profile a chapter was executed under
+PROFILE_METADATA = "kdcourse"
+SMOKE_NOTICE = (
+    "**This page was built in the smoke profile.** The chapter's code ran on a few hundred images for one "
+    "or two epochs, only to prove that it runs; outputs labelled *Smoke run* are not results. Every "
+    "conclusion, table and figure that states a finding comes from the recorded full-profile results "
+    "({doc}`appendix_results`). To reproduce them, set `PROFILE = \"full\"` in the chapter's first code cell."
+)
 
 
 def _is_book_root(folder: Path) -> bool:
@@ -130,17 +143,35 @@ def convert_chapter(md_path: Path, out_dir: Path) -> Path:
 def kernel_environment(root: Path, profile: str) -> dict[str, str]:
     """Environment variables for a kernel that runs the chapters of ``root`` under ``profile``: the
     profile, no progress bars (ours and third-party tqdm bars), results under ``book/results``, the
-    and ``KDCOURSE_DATA`` from a ``shared/data`` folder beside the repository if unset."""
+    ``python3`` kernel of :func:`_kernel_spec_folder`, and ``KDCOURSE_DATA`` from a ``shared/data``
+    folder beside the repository if unset."""
+    kernels = _kernel_spec_folder(root)
     env = {
         PROFILE_ENV: profile,
         "KDCOURSE_PROGRESS": "0",
         "TQDM_DISABLE": "1",
         "KDCOURSE_RESULTS": str(root / BOOK_DIR / "results"),
+        "JUPYTER_PATH": os.pathsep.join(filter(None, [str(kernels), os.environ.get("JUPYTER_PATH")])),
     }
     shared_data = root.parent / "shared" / "data"
     if not os.environ.get("KDCOURSE_DATA") and shared_data.is_dir():
         env["KDCOURSE_DATA"] = str(shared_data)
     return env
+
+
+def _kernel_spec_folder(root: Path) -> Path:
+    """A Jupyter data folder (for ``$JUPYTER_PATH``) holding a ``python3`` kernel spec: this Python,
+    started with :data:`KERNEL_CONFIG`. Written under ``_build/jupyter``; it shadows the default
+    ``python3`` kernel only for the chapters' kernels."""
+    folder = root / "_build" / "jupyter"
+    spec = folder / "kernels" / "python3" / "kernel.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                 f"--IPKernelApp.extra_config_file={KERNEL_CONFIG}"],
+        "display_name": "Python 3 (ipykernel)", "language": "python", "metadata": {"debugger": True},
+    }, indent=1) + "\n")
+    return folder
 
 
 @contextlib.contextmanager
@@ -173,6 +204,11 @@ def execute_chapters(
     wall time of each chapter in seconds. ``timeout`` limits each cell (seconds); ``on_done`` is
     called with each chapter's name and wall time as it finishes. ``parameters`` override further
     names of the chapters' ``parameters`` cells (e.g. ``{"SEEDS": (0, 1)}``).
+
+    The profile reaches the kernels through ``$KDCOURSE_PROFILE`` (the chapters' ``PROFILE = None``
+    reads it), and :func:`finalise_executed` folds any other parameters into the chapter's own
+    parameters cell, so an executed notebook has exactly one parameters cell for a reader to edit.
+    Smoke runs keep their checkpoints in a temporary folder (unless ``$KDCOURSE_RUNS`` is set).
     """
     import papermill
 
@@ -187,16 +223,24 @@ def execute_chapters(
         if previous.get("profile") == profile:
             timings = {k: v for k, v in previous.items() if k != "profile"}
 
-    with tempfile.TemporaryDirectory() as tmp, _environment(kernel_environment(root, profile)):
+    environment = kernel_environment(root, profile)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        if profile == "smoke" and not os.environ.get(RUNS_ENV):
+            # smoke checkpoints are throw-away: they live in a temporary folder, shared by the chapters of
+            # this call (later chapters reuse earlier chapters' teachers) and removed at the end
+            environment[RUNS_ENV] = stack.enter_context(tempfile.TemporaryDirectory(prefix="kdcourse-smoke-runs-"))
+        stack.enter_context(_environment(environment))
         for chapter in find_chapters(names, root):
             source = convert_chapter(chapter, Path(tmp))
             output = out_dir / source.name
             start = time.perf_counter()
             try:
                 papermill.execute_notebook(
-                    str(source), str(output), parameters={**(parameters or {}), "PROFILE": profile}, cwd=str(root / BOOK_DIR),
+                    str(source), str(output), parameters=dict(parameters or {}), cwd=str(root / BOOK_DIR),
                     kernel_name="python3", progress_bar=False, execution_timeout=timeout,
                 )
+                finalise_executed(output, profile)
             except Exception as exc:
                 raise RuntimeError(
                     f"chapter {chapter.stem!r} failed under the {profile} profile; the partially executed "
@@ -207,6 +251,61 @@ def execute_chapters(
             if on_done is not None:
                 on_done(chapter.stem, timings[chapter.stem])
     return timings
+
+
+def _has_tag(cell: Mapping, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def finalise_executed(path: Path, profile: str) -> None:
+    """Make the executed notebook at ``path`` one a reader can re-run as it is.
+
+    papermill adds an ``injected-parameters`` cell after the ``parameters`` cell; here each of its
+    assignments replaces the line that sets the same name in the ``parameters`` cell (or is appended
+    to it), and the injected cell is removed. The profile is recorded in the notebook's metadata
+    (``metadata.kdcourse.profile``) for :func:`build_html`.
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    injected = [cell for cell in nb.cells if _has_tag(cell, "injected-parameters")]
+    own = next((cell for cell in nb.cells if _has_tag(cell, "parameters")), None)
+    for cell in injected:
+        if own is None:
+            raise ValueError(f"{path} has injected parameters but no cell tagged 'parameters' to fold them into")
+        lines = own.source.splitlines()
+        for assignment in cell.source.splitlines():
+            match = re.match(r"^([A-Za-z_]\w*)\s*=", assignment)
+            if not match:
+                continue
+            name = match.group(1)
+            new_line = f"{assignment.rstrip()}  # set for this build"
+            at = next((i for i, line in enumerate(lines) if re.match(rf"^{name}\s*=", line)), None)
+            if at is None:
+                lines.append(new_line)
+            else:
+                lines[at] = new_line
+        own.source = "\n".join(lines)
+        nb.cells.remove(cell)
+    nb.metadata[PROFILE_METADATA] = {"profile": profile}
+    nbformat.write(nb, path)
+
+
+def add_smoke_notice(nb: object) -> bool:
+    """Insert :data:`SMOKE_NOTICE` as a warning right under the title of a notebook executed in smoke.
+
+    ``nb`` is an ``nbformat`` notebook, changed in place; returns whether the notice was added."""
+    if nb.metadata.get(PROFILE_METADATA, {}).get("profile") != "smoke":
+        return False
+    notice = f"```{{warning}}\n{SMOKE_NOTICE}\n```"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            lines = cell.source.splitlines()
+            title = next((i for i, line in enumerate(lines) if line.startswith("# ")), -1)
+            lines[title + 1 : title + 1] = ["", notice, ""]
+            cell.source = "\n".join(lines)
+            return True
+    return False
 
 
 def _stage_ignore(book_dir: Path) -> Callable[[str, list[str]], set[str]]:
@@ -241,8 +340,8 @@ def build_html(
     """Build the HTML book from executed notebooks (no execution) and return its ``index.html``.
 
     A copy of the book is staged in ``_build/stage`` with each notebook chapter ``book/X.md``
-    replaced by ``executed_dir/X.ipynb`` (default ``_build/executed``) and links to ``X.md``
-    pointed at ``X.ipynb``; Jupyter Book writes the
+    replaced by ``executed_dir/X.ipynb`` (default ``_build/executed``), a notice under the title of
+    every chapter executed in the smoke profile, and links to ``X.md`` pointed at ``X.ipynb``; Jupyter Book writes the
     site to ``out_dir/_build/html`` (default ``out_dir`` is the repository root, so ``_build/html``).
     ``strict`` rebuilds every page and turns Sphinx warnings (nit-picky) into errors.
     """
@@ -263,10 +362,14 @@ def build_html(
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(root / name, stage / name)
     shutil.copytree(root / BOOK_DIR, stage / BOOK_DIR, ignore=_stage_ignore(root / BOOK_DIR))
+    import nbformat
+
     for chapter in chapters:
         staged = stage / chapter.relative_to(root)
         staged.unlink()
-        shutil.copy2(executed_dir / f"{chapter.stem}.ipynb", staged.with_suffix(".ipynb"))
+        nb = nbformat.read(executed_dir / f"{chapter.stem}.ipynb", as_version=4)
+        add_smoke_notice(nb)
+        nbformat.write(nb, staged.with_suffix(".ipynb"))
     _retarget_links(stage / BOOK_DIR, [chapter.stem for chapter in chapters])
 
     command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
@@ -283,7 +386,8 @@ def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
 
     The chapters are converted into ``_build/nbval``, where nbval starts their kernels (it uses the
     notebook's folder as working directory); results and data are found through ``KDCOURSE_RESULTS``
-    and ``KDCOURSE_DATA``, so the chapters do not depend on it. Returns pytest's exit code.
+    and ``KDCOURSE_DATA``, so the chapters do not depend on it. Their checkpoints go to
+    ``_build/nbval/runs``, removed afterwards. Returns pytest's exit code.
     """
     import pytest
 
@@ -294,5 +398,9 @@ def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
     shutil.rmtree(nbval_dir, ignore_errors=True)
     notebooks = [str(convert_chapter(chapter, nbval_dir)) for chapter in notebook_chapters(root)]
     # a fresh checkpoint folder, so the smoke runs really train instead of loading earlier checkpoints
-    with _environment({**kernel_environment(root, "smoke"), "KDCOURSE_RUNS": str(nbval_dir / "runs")}):
-        return int(pytest.main([f"--rootdir={root}", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]))
+    runs = nbval_dir / "runs"
+    try:
+        with _environment({**kernel_environment(root, "smoke"), RUNS_ENV: str(runs)}):
+            return int(pytest.main([f"--rootdir={root}", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]))
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)  # smoke checkpoints are throw-away

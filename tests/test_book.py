@@ -80,13 +80,13 @@ def test_convert_chapter_keeps_the_parameters_tag(repo: Path, tmp_path: Path) ->
     assert nb.metadata.kernelspec.name == "python3"
 
 
-def test_execute_chapters_injects_the_profile_and_records_timings(repo: Path, tmp_path: Path) -> None:
+def test_execute_chapters_passes_the_profile_and_records_timings(repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "executed"
     timings = book.execute_chapters(["a"], profile="full", out_dir=out, root=repo)
     assert set(timings) == {"a"} and timings["a"] >= 0
-    # papermill runs the chapter in book/ with the profile injected and the environment set
+    # papermill runs the chapter in book/ with the profile in the environment (PROFILE = None reads it)
     seen = (repo / "book" / "seen.txt").read_text().split()
-    assert seen == ["full", "full", "0", str(repo / "book" / "results")]
+    assert seen == ["None", "full", "0", str(repo / "book" / "results")]
     assert json.loads((out / "timings.json").read_text()) == {"a": timings["a"], "profile": "full"}
     # figures shown with plt.show() end up in the executed notebook (the book's figures come from there)
     import nbformat
@@ -134,11 +134,44 @@ def test_cli_passes_parameters_to_the_chapters(repo: Path, tmp_path: Path, monke
 
     (repo / "book" / "b.md").write_text(
         FRONT_MATTER + "\n# B\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nPROFILE = None\nEXTRA = None\nSEEDS = None\n```\n"
-        "\n```{code-cell} ipython3\nfrom pathlib import Path\nPath('params.txt').write_text(repr((PROFILE, EXTRA, SEEDS)))\n```\n"
+        "\n```{code-cell} ipython3\nfrom pathlib import Path\nfrom kdcourse.profiles import resolve_profile\n"
+        "Path('params.txt').write_text(repr((resolve_profile(PROFILE), EXTRA, SEEDS)))\n```\n"
     )
     monkeypatch.chdir(repo)
     assert main(["execute", "b", "--output", str(tmp_path / "out"), "-p", "EXTRA=False", "--param", "SEEDS=(0, 1)"]) == 0
     assert (repo / "book" / "params.txt").read_text() == "('smoke', False, [0, 1])"
+
+
+def test_executed_notebooks_have_one_parameters_cell(repo: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import nbformat
+
+    (repo / "book" / "b.md").write_text(
+        FRONT_MATTER + "\n# B\n\nIntro.\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nPROFILE = None  # or 'full'\nEXTRA = None\n```\n"
+        "\n```{code-cell} ipython3\nfrom kdcourse.profiles import resolve_profile\nprint(resolve_profile(PROFILE), EXTRA)\n```\n"
+    )
+    book.execute_chapters(["b"], out_dir=tmp_path / "out", root=repo, parameters={"EXTRA": 3})
+    nb = nbformat.read(tmp_path / "out" / "b.ipynb", as_version=4)
+    tagged = [cell for cell in nb.cells if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", []))]
+    assert len(tagged) == 1 and tagged[0].metadata.tags == ["parameters"]
+    # the profile came from the environment: the reader's line is untouched, the extra value folded in
+    assert tagged[0].source == "PROFILE = None  # or 'full'\nEXTRA = 3  # set for this build"
+    assert nb.cells[-1].outputs[0]["text"] == "smoke 3\n"
+    assert nb.metadata["kdcourse"] == {"profile": "smoke"}
+    assert "without encryption" not in capfd.readouterr().err
+
+
+def test_smoke_notice_goes_under_the_title_of_smoke_pages_only() -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title\n\nFirst paragraph.")])
+    assert not book.add_smoke_notice(nb)  # no recorded profile: left alone
+    nb.metadata["kdcourse"] = {"profile": "full"}
+    assert not book.add_smoke_notice(nb)
+    nb.metadata["kdcourse"] = {"profile": "smoke"}
+    assert book.add_smoke_notice(nb)
+    lines = nb.cells[0].source.splitlines()
+    assert lines[0] == "# Title" and lines[2] == "```{warning}" and "smoke profile" in lines[3]
+    assert lines[-1] == "First paragraph."
 
 
 @pytest.mark.parametrize("bad", ["EXTRA", "PROFILE='full'", "EXTRA=not a literal", "1X=2"])
