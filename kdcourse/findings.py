@@ -23,7 +23,7 @@ import pandas as pd
 
 from kdcourse import results
 
-__all__ = ["uses_recorded", "recorded", "frame", "value", "show_smoke_run", "source_note"]
+__all__ = ["Notice", "uses_recorded", "recorded", "frame", "value", "show_smoke_run", "source_note"]
 
 
 def uses_recorded(profile: str) -> bool:
@@ -44,29 +44,37 @@ def recorded(name: str) -> dict[str, Any]:
         ) from None
 
 
-def _box(kind: str, title: str, body: str) -> Any:
-    from IPython.display import HTML
+class Notice:
+    """A coloured box in a notebook (``_repr_html_``) that reads as plain text elsewhere (``__repr__``)."""
 
-    colours = {"smoke": ("#fff4e5", "#e8a33d"), "recorded": ("#e8f4fd", "#3c8dd0")}
-    background, border = colours[kind]
-    return HTML(
-        f'<div class="kd-{kind}" style="background:{background};border-left:6px solid {border};'
-        f'padding:0.6em 1em;margin:0.5em 0;color:#222">'
-        f"<strong>{html.escape(title)}</strong> {body}</div>"
-    )
+    COLOURS = {"smoke": ("#fff4e5", "#e8a33d"), "recorded": ("#e8f4fd", "#3c8dd0")}
+
+    def __init__(self, kind: str, title: str, body: str) -> None:
+        self.kind, self.title, self.body = kind, title, body
+
+    def __repr__(self) -> str:
+        return f"{self.title} {self.body}"
+
+    def _repr_html_(self) -> str:
+        background, border = self.COLOURS[self.kind]
+        return (
+            f'<div class="kd-{self.kind}" style="background:{background};border-left:6px solid {border};'
+            f'padding:0.6em 1em;margin:0.5em 0;color:#222"><strong>{html.escape(self.title)}</strong> '
+            f"{html.escape(self.body)}</div>"
+        )
 
 
-def source_note(name: str, profile: str) -> Any:
+def source_note(name: str, profile: str) -> Notice | None:
     """A visible note naming where the findings below come from (``None`` in the full profile)."""
     if not uses_recorded(profile):
         return None
     provenance = recorded(name)["provenance"]
-    body = html.escape(
+    body = (
         f"The tables, figures and conclusions from here on come from the recorded full-profile run "
         f"(commit {provenance['commit']}, {provenance['date'][:10]}, seeds {provenance['seeds']}, "
         f"{provenance['device']}), not from the smoke run above."
     )
-    return _box("recorded", "Recorded full-profile results.", body)
+    return Notice("recorded", "Recorded full-profile results.", body)
 
 
 def show_smoke_run(profile: str, output: Any, what: str = "the study") -> None:
@@ -76,9 +84,9 @@ def show_smoke_run(profile: str, output: Any, what: str = "the study") -> None:
     from IPython.display import display
 
     if uses_recorded(profile):
-        display(_box("smoke", "Smoke run: proof that the code runs.",
-                     html.escape(f"These numbers come from {what} on a few hundred images and one or two "
-                                 "epochs; they are not results and are not used below.")))
+        display(Notice("smoke", "Smoke run: proof that the code runs.",
+                       f"These numbers come from {what} on a few hundred images and one or two "
+                       "epochs; they are not results and are not used below."))
     display(output)
 
 

@@ -29,6 +29,7 @@ def smoke_banner(profile: str) -> str:
     if profile == "smoke":
         return (
             "SMOKE PROFILE: a few hundred samples and one or two epochs, to check that the chapter runs. "
-            "The numbers below are NOT meaningful; the recorded full-profile results are in the appendix."
+            "Outputs labelled 'Smoke run' are not results; the findings shown come from the recorded "
+            "full-profile results (appendix). Set PROFILE = \"full\" in the first code cell to run the real study."
         )
     return "FULL PROFILE: the complete study."
