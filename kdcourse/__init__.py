@@ -4,7 +4,9 @@ Modules, one concern each: ``data`` (loaders, splits, batches), ``models`` (netw
 (distillation objectives), ``train`` (fit / evaluate), ``distill`` (teacher-logit caching, stacked
 student grids), ``subclass`` (subclass distillation), ``chains`` (teacher assistants, early-stopped
 teachers), ``lowrank`` (nuclear-norm penalty, SVD factorisation), ``metrics``, ``profiling`` (parameters, MACs, latency), ``explain`` (LIME),
-``plots``, ``results`` (result files with provenance), ``profiles`` (smoke / full), ``book``
+``plots``, ``results`` (result files with provenance), ``profiles`` (smoke / full), ``findings``
+(what a chapter presents: the live run, or in smoke the recorded full results), ``hardware``
+(precision and memory layout chosen by what the device does natively), ``book``
 (execute and build the book; the ``kdcourse`` command), ``studies`` (one per chapter).
 """
 

@@ -25,7 +25,17 @@ def resolve_profile(profile: str | None = None) -> str:
 
 
 def smoke_banner(profile: str) -> str:
-    """A sentence to print at the top of a chapter run, warning when the numbers are not meaningful."""
+    """Lines to print at the top of a chapter run: the profile (warning when its numbers are not
+    meaningful) and the precision :mod:`kdcourse.hardware` chose for the training device."""
+    import torch
+
+    from kdcourse import hardware
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return f"{_profile_line(profile)}\n{hardware.precision_summary(device)} on {device}"
+
+
+def _profile_line(profile: str) -> str:
     if profile == "smoke":
         return (
             "SMOKE PROFILE: a few hundred samples and one or two epochs, to check that the chapter runs. "
