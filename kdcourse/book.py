@@ -401,6 +401,7 @@ def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
     runs = nbval_dir / "runs"
     try:
         with _environment({**kernel_environment(root, "smoke"), RUNS_ENV: str(runs)}):
-            return int(pytest.main([f"--rootdir={root}", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]))
+            # anyio's pytest plugin (unused here) warns that anyio was imported before pytest started: jupytext imported it
+            return int(pytest.main([f"--rootdir={root}", "-p", "no:anyio", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]))
     finally:
         shutil.rmtree(runs, ignore_errors=True)  # smoke checkpoints are throw-away
