@@ -389,8 +389,6 @@ def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
     and ``KDCOURSE_DATA``, so the chapters do not depend on it. Their checkpoints go to
     ``_build/nbval/runs``, removed afterwards. Returns pytest's exit code.
     """
-    import pytest
-
     root = Path(root) if root is not None else repo_root()
     if importlib.util.find_spec("nbval") is None:
         raise RuntimeError('nbval is not installed; install the test extras: pip install -e ".[test]"')
@@ -401,7 +399,8 @@ def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
     runs = nbval_dir / "runs"
     try:
         with _environment({**kernel_environment(root, "smoke"), RUNS_ENV: str(runs)}):
-            # anyio's pytest plugin (unused here) warns that anyio was imported before pytest started: jupytext imported it
-            return int(pytest.main([f"--rootdir={root}", "-p", "no:anyio", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]))
+            # a fresh interpreter: in this one jupytext has imported anyio, whose pytest plugin would then warn
+            command = [sys.executable, "-m", "pytest", f"--rootdir={root}", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]
+            return subprocess.run(command, cwd=root).returncode
     finally:
         shutil.rmtree(runs, ignore_errors=True)  # smoke checkpoints are throw-away
