@@ -24,6 +24,7 @@ __all__ = [
     "PRECISION_ENV",
     "PRECISIONS",
     "cpu_flags",
+    "cpu_model",
     "native_bf16",
     "autocast_dtype",
     "precision_summary",
@@ -37,15 +38,25 @@ CONV_MEMORY_FORMAT = torch.channels_last
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The feature flags of the first CPU in ``/proc/cpuinfo`` (empty where that file does not exist)."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first line of ``/proc/cpuinfo`` that starts with one of ``keys`` (None if there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
+            if line.startswith(keys):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The feature flags of the first CPU in ``/proc/cpuinfo`` (empty where that file does not exist)."""
+    return frozenset((_cpuinfo("flags", "Features") or "").split())
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from ``/proc/cpuinfo`` (None where that file does not exist)."""
+    return _cpuinfo("model name")
 
 
 def native_bf16(device: str | torch.device = "cpu", flags: frozenset[str] | None = None) -> bool:

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from kdcourse import hardware
+
 __all__ = ["RESULTS_ENV", "results_dir", "provenance", "save_results", "load_results", "list_results", "record_start"]
 
 RESULTS_ENV = "KDCOURSE_RESULTS"
@@ -49,14 +51,7 @@ def device_description() -> str:
     """The accelerator, or the CPU model and core count when there is none."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = hardware.cpu_model() or platform.processor() or platform.machine()
     return f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
