@@ -1,15 +1,23 @@
 """Small machine-readable result files with their provenance.
 
 A chapter writes its headline numbers with :func:`save_results`; the appendix reads them back
-with :func:`load_results`. Files live in ``results/<profile>/<name>.json`` under the folder given
-by ``KDCOURSE_RESULTS`` or, by default, the current working directory (chapters run from ``book/``,
-so full-profile results land in ``book/results/full/``, which is committed).
+with :func:`load_results`. A file records two provenances: that of the run that wrote it (the
+*render*, which may only have resumed finished checkpoints) and that of the *training* that
+produced the checkpoints, which :func:`kdcourse.train.fit` notes for every network it returns.
+Code with uncommitted changes is named by its commit and the hash of the diff
+(``abc1234-dirty+0123abcd``), and the test suite refuses such a commit in the committed
+full-profile files, so every recorded result names code that a commit holds.
+
+Files live in ``results/<profile>/<name>.json`` under the folder given by ``KDCOURSE_RESULTS`` or,
+by default, the current working directory (chapters run from ``book/``, so full-profile results
+land in ``book/results/full/``, which is committed).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -21,9 +29,14 @@ import torch
 
 from kdcourse import hardware
 
-__all__ = ["RESULTS_ENV", "results_dir", "provenance", "save_results", "load_results", "list_results", "record_start"]
+__all__ = [
+    "RESULTS_ENV", "results_dir", "provenance", "save_results", "load_results",
+    "list_results", "record_start", "code_commit", "note_training", "training_provenance",
+]
 
 RESULTS_ENV = "KDCOURSE_RESULTS"
+# the whole checkout except the result files, which change while a full build runs
+_CODE = (":(top)", ":(top,exclude)book/results")
 
 
 def results_dir(profile: str) -> Path:
@@ -32,19 +45,23 @@ def results_dir(profile: str) -> Path:
     return base / profile
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent
+    ).stdout
+
+
 def _git_commit() -> str:
+    """``"abc1234"``; ``"abc1234-dirty+<first 8 hex of the diff's SHA-256>"`` with uncommitted changes
+    to tracked files (result files excepted); ``"unknown"`` outside a git checkout."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
+        commit = _git("rev-parse", "--short", "HEAD").strip()
+        diff = _git("diff", "HEAD", "--", *_CODE)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    if not diff:
+        return commit
+    return f"{commit}-dirty+{hashlib.sha256(diff.encode()).hexdigest()[:8]}"
 
 
 def device_description() -> str:
@@ -67,7 +84,7 @@ def provenance(*, profile: str, seeds: list[int], wall_seconds: float) -> dict[s
     return {
         "commit": _commit_at_start(),
         "device": device_description(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "profile": profile,
         "seeds": list(seeds),
         "wall_seconds": round(float(wall_seconds), 1),
@@ -76,17 +93,136 @@ def provenance(*, profile: str, seeds: list[int], wall_seconds: float) -> dict[s
     }
 
 
+def code_commit() -> str:
+    """The commit of the code that runs in this process (see :func:`record_start`)."""
+    return _commit_at_start()
+
+
 def record_start() -> None:
-    """Note the commit now; call it at the start of a run so that its results name the code that ran."""
+    """Note the commit now and forget the training noted so far: call it at the start of a chapter's run,
+    so that its results name the code that ran and the training of the networks it used."""
     _commit_at_start()
+    _training.clear()
+
+
+# training sessions of the networks returned by ``fit`` since ``record_start``, by checkpoint
+_training: dict[str, list[dict[str, Any]]] = {}
+
+
+def note_training(key: str, sessions: list[dict[str, Any]]) -> None:
+    """Remember the training ``sessions`` (see :class:`kdcourse.train.FitResult`) of one network.
+
+    ``key`` identifies the network (its checkpoint path); noting it again replaces the entry."""
+    _training[key] = [dict(s) for s in sessions]
+
+
+def training_provenance() -> dict[str, Any]:
+    """Where and when the networks used since :func:`record_start` were trained.
+
+    ``networks``: how many; ``without_record``: how many came from checkpoints older than this
+    record; ``commits`` and ``devices``: sorted distinct values; ``first``/``last``: UTC dates of the
+    first and last training epoch; ``train_seconds``: total wall time of their training epochs."""
+    sessions = [s for entry in _training.values() for s in entry]
+    return {
+        "networks": len(_training),
+        "without_record": sum(1 for entry in _training.values() if not entry),
+        "commits": sorted({s["commit"] for s in sessions}),
+        "devices": sorted({s["device"] for s in sessions}),
+        "first": min((s["started"] for s in sessions), default=None),
+        "last": max((s["ended"] for s in sessions), default=None),
+        "train_seconds": round(sum(s["seconds"] for s in sessions), 1),
+    }
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(*, profile: str, seeds: list[int], wall_seconds: float) -> dict[str, Any]:
+    """Commit, device, date (UTC), seeds, wall time (s), and library versions of a run."""
+    return {
+        "commit": _commit_at_start(),
+        "device": device_description(),
+        "date": utc_now(),
+        "profile": profile,
+        "seeds": list(seeds),
+        "wall_seconds": round(float(wall_seconds), 1),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def code_commit() -> str:
+    """The commit of the code that runs in this process (see :func:`record_start`)."""
+    return _commit_at_start()
+
+
+def record_start() -> None:
+    """Note the commit now and forget the training noted so far: call it at the start of a chapter's run,
+    so that its results name the code that ran and the training of the networks it used."""
+    _commit_at_start()
+    _training.clear()
+
+
+# training sessions of the networks returned by ``fit`` since ``record_start``, by checkpoint
+_training: dict[str, list[dict[str, Any]]] = {}
+
+
+def note_training(key: str, sessions: list[dict[str, Any]]) -> None:
+    """Remember the training ``sessions`` (see :class:`kdcourse.train.FitResult`) of one network.
+
+    ``key`` identifies the network (its checkpoint path); noting it again replaces the entry."""
+    _training[key] = [dict(s) for s in sessions]
+
+
+def training_provenance() -> dict[str, Any]:
+    """Where and when the networks used since :func:`record_start` were trained.
+
+    ``networks``: how many; ``without_record``: how many came from checkpoints older than this
+    record; ``commits`` and ``devices``: sorted distinct values; ``first``/``last``: UTC dates of the
+    first and last training epoch; ``train_seconds``: total wall time of their training epochs."""
+    sessions = [s for entry in _training.values() for s in entry]
+    return {
+        "networks": len(_training),
+        "without_record": sum(1 for entry in _training.values() if not entry),
+        "commits": sorted({s["commit"] for s in sessions}),
+        "devices": sorted({s["device"] for s in sessions}),
+        "first": min((s["started"] for s in sessions), default=None),
+        "last": max((s["ended"] for s in sessions), default=None),
+        "train_seconds": round(sum(s["seconds"] for s in sessions), 1),
+    }
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _refuse_dirty(payload: dict[str, Any]) -> None:
+    commits = [payload["provenance"]["commit"], *payload["training"]["commits"]]
+    dirty = [c for c in commits if "dirty" in c or c == "unknown"]
+    if dirty and os.environ.get(ALLOW_DIRTY_ENV) != "1":
+        raise DirtyTreeError(
+            f"refusing to record full-profile results from code that no commit holds ({', '.join(sorted(set(dirty)))}): "
+            f"commit your changes and run again, or set {ALLOW_DIRTY_ENV}=1 to record them with the diff's hash"
+        )
 
 
 def save_results(name: str, results: dict[str, Any], *, profile: str, seeds: list[int], wall_seconds: float) -> Path:
-    """Write ``{"provenance": ..., "results": results}`` to ``results_dir(profile)/<name>.json``."""
+    """Write ``{"provenance": ..., "training": ..., "results": results}`` to ``results_dir(profile)/<name>.json``.
+
+    ``provenance`` is that of this run (``wall_seconds`` of it), ``training`` is
+    :func:`training_provenance`. A commit ending in ``-dirty+<hash>`` says that the code had
+    uncommitted changes; the tests refuse such a commit in the recorded full-profile files."""
+    payload = {
+        "provenance": provenance(profile=profile, seeds=seeds, wall_seconds=wall_seconds),
+        "training": training_provenance(),
+        "results": results,
+    }
     folder = results_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    payload = {"provenance": provenance(profile=profile, seeds=seeds, wall_seconds=wall_seconds), "results": results}
     path.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
     return path
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdcourse import results
+
 __all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled"]
 
 LossFn = Callable[..., Tensor]
@@ -100,6 +102,9 @@ class FitResult:
     ``history`` has one dict per epoch: ``epoch`` (1-based), ``train_loss``, ``val_loss``,
     ``val_accuracy``, ``lr`` and ``seconds`` (wall time of the epoch). For a stacked model the
     validation values, ``best_epoch`` and ``best_val_accuracy`` are lists with one entry per member.
+    ``sessions`` has one dict per process that trained epochs of the run: ``commit`` (see
+    :func:`kdcourse.results.code_commit`), ``device``, ``started``/``ended`` (UTC), ``epochs`` and
+    ``seconds``, so that a resumed run still names the code that trained it.
     """
 
     history: list[dict] = field(default_factory=list)
@@ -107,6 +112,7 @@ class FitResult:
     best_val_accuracy: float | list[float] = -math.inf
     stopped_early: bool = False
     finished: bool = False
+    sessions: list[dict] = field(default_factory=list)
 
     @property
     def train_seconds(self) -> float:
@@ -207,6 +213,7 @@ def fit(
         if result.finished:
             if restore_best and best_state is not None:
                 model.load_state_dict(best_state)
+            results.note_training(str(path), result.sessions)
             return result
 
     show = progress_enabled() if progress is None else progress
@@ -215,7 +222,12 @@ def fit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=len(result.history), desc=description, leave=False)
+    session: dict | None = None
     for epoch in range(len(result.history), epochs):
+        if session is None:
+            session = {"commit": results.code_commit(), "device": results.device_description(),
+                       "started": results.utc_now(), "ended": None, "epochs": 0, "seconds": 0.0}
+            result.sessions.append(session)
         start = time.perf_counter()
         model.train()
         if hasattr(train_batches, "set_epoch"):
@@ -261,6 +273,8 @@ def fit(
             result.best_epoch = epoch + 1
         record["seconds"] = time.perf_counter() - start
         result.history.append(record)
+        session.update(ended=results.utc_now(), epochs=session["epochs"] + 1,
+                       seconds=round(session["seconds"] + record["seconds"], 3))
         stop = early_stopping_patience is not None and stale_epochs >= early_stopping_patience
         result.stopped_early = stop
         result.finished = stop or epoch + 1 == epochs
@@ -291,4 +305,5 @@ def fit(
         bar.close()
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
+    results.note_training(str(path) if path is not None else f"unsaved-{id(result)}", result.sessions)
     return result

@@ -41,3 +41,58 @@ def test_list_results_lists_saved_names_per_profile() -> None:
     save_results("c", {}, profile="smoke", seeds=[0], wall_seconds=1.0)
     assert list_results("full") == ["a", "b"]
     assert list_results("smoke") == ["c"]
+
+
+def test_training_provenance_follows_fit_across_a_resume(tmp_path: Path) -> None:
+    """The training sessions live in the checkpoint: a re-render that only resumes finished runs still
+    names the training's commit and seconds, not its own."""
+    import torch
+
+    from kdcourse import results
+    from kdcourse.data import TensorBatches
+    from kdcourse.train import fit
+
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    checkpoint = tmp_path / "run.pt"
+    results.record_start()
+    first = fit(torch.nn.Linear(4, 2), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=checkpoint,
+                val_data=(x, y), progress=False)
+    assert len(first.sessions) == 1 and first.sessions[0]["epochs"] == 2
+    assert first.sessions[0]["commit"] == results.code_commit()
+    trained = results.training_provenance()
+    assert trained["networks"] == 1 and trained["train_seconds"] == pytest.approx(first.train_seconds, abs=0.1)
+    assert trained["commits"] == [results.code_commit()] and trained["first"] <= trained["last"]
+
+    results.record_start()  # a new chapter run resumes the finished checkpoint
+    again = fit(torch.nn.Linear(4, 2), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=checkpoint,
+                val_data=(x, y), progress=False)
+    assert again.sessions == first.sessions
+    path = save_results("r", {}, profile="full", seeds=[0], wall_seconds=0.5)
+    record = load_results("r", "full")
+    assert path.is_file() and record["training"] == trained
+    assert record["provenance"]["wall_seconds"] == 0.5
+
+
+def test_dirty_code_is_named_by_the_hash_of_its_diff(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdcourse import results
+
+    def fake_git(*args: str) -> str:
+        return "abc1234\n" if args[0] == "rev-parse" else diffs.pop(0)
+
+    monkeypatch.setattr(results, "_git", fake_git)
+    diffs = ["", "--- a/x\n+++ b/x\n", "--- a/x\n+++ b/y\n"]
+    assert results._git_commit() == "abc1234"
+    one, two = results._git_commit(), results._git_commit()
+    assert re.fullmatch(r"abc1234-dirty\+[0-9a-f]{8}", one) and one != two
+
+
+def test_committed_full_profile_results_name_committed_code() -> None:
+    """Every recorded full-profile file names a clean commit for its render and its training."""
+    folder = Path(__file__).resolve().parents[1] / "book" / "results" / "full"
+    names = list_results("full", folder)
+    assert names, "no recorded full-profile results"
+    for name in names:
+        record = load_results(name, folder=folder)
+        commits = [record["provenance"]["commit"], *record["training"]["commits"]]
+        assert record["training"]["commits"], f"{name}: no training commit recorded"
+        assert not [c for c in commits if "dirty" in c or c == "unknown"], f"{name}: recorded from uncommitted code {commits}"

@@ -1,0 +1,180 @@
+"""The course's one rule for deciding whether a difference between two arms is an effect.
+
+Every comparison in the book is *paired*: both arms share the seeds (or the test images), so we
+look at the per-seed (per-image) differences ``a − b`` and ask how well their mean is pinned down.
+
+The rule, stated once in the book's introduction:
+
+* **clears the noise**: the 95 % interval of the mean difference excludes zero;
+* **suggestive**: only the 80 % interval excludes zero (a difference worth a closer look, not a finding);
+* **within noise**: the 80 % interval includes zero.
+
+Over seeds the interval is Student's t interval of the paired differences (equivalently, a paired
+t-test: p < 0.05 clears the noise, p < 0.2 is suggestive). Over test images, where the unit is an
+image, it is a percentile bootstrap of the paired differences (:func:`bootstrap_effect`).
+With three seeds the t interval is wide (t₀.₉₇₅ = 4.30 for two degrees of freedom): a difference
+must be about 2.5 times its standard deviation to clear the noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["VERDICTS", "RULE", "Effect", "paired_effect", "bootstrap_effect", "verdict_for", "signed"]
+
+VERDICTS = ("clears the noise", "suggestive", "within noise")
+RULE = (
+    "A paired difference clears the noise when its 95 % interval excludes zero, is suggestive when only "
+    "its 80 % interval does, and is within noise otherwise."
+)
+LEVELS = (0.95, 0.80)
+
+
+def signed(value: float, digits: int = 2) -> str:
+    """``"+0.39"`` or ``"−0.69"`` (a typographic minus), the way the book prints a difference."""
+    text = f"{value:+.{digits}f}"
+    return "−" + text[1:] if text.startswith("-") else text
+
+
+def verdict_for(interval_95: tuple[float, float], interval_80: tuple[float, float]) -> str:
+    """The verdict word of :data:`VERDICTS` for the two intervals of a mean difference."""
+    if interval_95[0] > 0 or interval_95[1] < 0:
+        return VERDICTS[0]
+    if interval_80[0] > 0 or interval_80[1] < 0:
+        return VERDICTS[1]
+    return VERDICTS[2]
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A paired difference ``a − b`` with its spread, intervals and verdict.
+
+    ``mean`` and ``std`` (sample standard deviation of the paired differences, ddof 1) are in
+    ``unit`` (percentage points by default); ``low``/``high`` bound the 95 % interval of the mean,
+    ``low80``/``high80`` the 80 % one; ``n`` counts the pairs (seeds or images); ``method`` is
+    ``"paired t"`` or ``"bootstrap"``.
+    """
+
+    mean: float
+    std: float
+    n: int
+    low: float
+    high: float
+    low80: float
+    high80: float
+    p_value: float
+    unit: str = "points"
+    method: str = "paired t"
+    over: str = "seeds"
+
+    @property
+    def verdict(self) -> str:
+        """One of :data:`VERDICTS`, by the rule of this module."""
+        return verdict_for((self.low, self.high), (self.low80, self.high80))
+
+    @property
+    def clears_noise(self) -> bool:
+        return self.verdict == VERDICTS[0]
+
+    def short(self, digits: int = 2) -> str:
+        """``"+0.39 ± 0.13 points"``: the mean and the standard deviation of the paired differences."""
+        return f"{signed(self.mean, digits)} ± {self.std:.{digits}f} {self.unit}"
+
+    def interval(self, digits: int = 2) -> str:
+        """``"95 % interval +0.07 to +0.71"``."""
+        return f"95 % interval {signed(self.low, digits)} to {signed(self.high, digits)}"
+
+    def describe(self, digits: int = 2) -> str:
+        """The full statement: ``"+0.39 ± 0.13 points (95 % interval +0.06 to +0.71, p = 0.036, 3 seeds): clears the noise"``."""
+        p = f", p = {self.p_value:.2g}" if self.method == "paired t" else ""
+        return f"{self.short(digits)} ({self.interval(digits)}{p}, {self.n} {self.over}): {self.verdict}"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """JSON-ready fields, with the verdict."""
+        return {
+            "mean": self.mean, "std": self.std, "n": self.n, "low": self.low, "high": self.high,
+            "low80": self.low80, "high80": self.high80, "p_value": self.p_value, "unit": self.unit,
+            "method": self.method, "over": self.over, "verdict": self.verdict,
+        }
+
+
+def _aligned_differences(a: Sequence[float] | pd.Series, b: Sequence[float] | pd.Series) -> np.ndarray:
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        joined = pd.concat({"a": a, "b": b}, axis=1).dropna()
+        return (joined["a"] - joined["b"]).to_numpy(dtype=float)
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"paired values need the same length, got {a_arr.shape} and {b_arr.shape}")
+    return a_arr - b_arr
+
+
+def paired_effect(
+    a: Sequence[float] | pd.Series,
+    b: Sequence[float] | pd.Series,
+    *,
+    scale: float = 100.0,
+    unit: str = "points",
+    over: str = "seeds",
+) -> Effect:
+    """The effect of arm ``a`` over arm ``b`` from paired values (one per seed).
+
+    ``a`` and ``b`` are equally long sequences in the same seed order, or Series indexed by seed
+    (aligned on the index; seeds missing from either side are dropped). Values are multiplied by
+    ``scale`` (default: fractions → percentage points). Needs at least two pairs.
+    """
+    d = _aligned_differences(a, b) * scale
+    n = len(d)
+    if n < 2:
+        raise ValueError(f"a paired effect needs at least 2 paired values (seeds), got {n}")
+    mean, std = float(d.mean()), float(d.std(ddof=1))
+    se = std / math.sqrt(n)
+    bounds = {}
+    for level in LEVELS:
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+        bounds[level] = (mean - half, mean + half)
+    if se > 0:
+        p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
+    else:
+        p = 1.0 if mean == 0 else 0.0
+    return Effect(mean, std, n, *bounds[0.95], *bounds[0.80], p, unit, "paired t", over)
+
+
+def bootstrap_effect(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    scale: float = 100.0,
+    unit: str = "points",
+    resamples: int = 10_000,
+    seed: int = 0,
+    over: str = "images",
+) -> Effect:
+    """The effect of ``a`` over ``b`` where the unit is a test image: a paired percentile bootstrap.
+
+    ``a`` and ``b`` hold one value per image (for example 1.0/0.0 for correct/wrong), in the same
+    image order. The images are resampled with replacement ``resamples`` times (seeded), and the
+    intervals are percentiles of the resampled mean difference. ``p_value`` is the two-sided
+    bootstrap proportion of resampled means on the other side of zero.
+    """
+    d = _aligned_differences(a, b) * scale
+    n = len(d)
+    if n < 2:
+        raise ValueError(f"a bootstrap effect needs at least 2 paired values (images), got {n}")
+    if resamples < 100:
+        raise ValueError(f"resamples must be at least 100 for stable intervals, got {resamples}")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    low80, high80 = np.quantile(means, [0.10, 0.90])
+    p = float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
+    return Effect(float(d.mean()), float(d.std(ddof=1)), n, float(low), float(high), float(low80), float(high80),
+                  p, unit, "bootstrap", over)

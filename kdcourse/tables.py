@@ -1,0 +1,131 @@
+"""Results tables a reader can read, the same in every chapter and in the appendix.
+
+:func:`readable` turns a DataFrame of numbers into a table of text: headers in words (with units),
+each ``mean``/``std`` pair in one "mean ± std" cell, no index column, no ``NaN`` (an em dash
+instead), and a width that wraps on a book page. It displays as HTML in a notebook and in the book
+and as plain text elsewhere.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Mapping
+
+import pandas as pd
+
+__all__ = ["Table", "readable", "mean_std_text", "MISSING"]
+
+MISSING = "—"
+_PAIR_SUFFIXES = (("_mean", "_std"), (" mean", " std"), ("mean", "std"))
+
+
+def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """``"98.94 ± 0.03"``; the mean alone when ``std`` is missing; :data:`MISSING` when ``mean`` is."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return MISSING
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _words(name: str) -> str:
+    """``"teacher_val_accuracy"`` → ``"teacher val accuracy"``."""
+    return re.sub(r"\s+", " ", str(name).replace("_", " ")).strip()
+
+
+class Table:
+    """A table of strings with a caption; ``_repr_html_`` for notebooks and the book, text otherwise."""
+
+    def __init__(self, frame: pd.DataFrame, caption: str | None = None) -> None:
+        self.frame, self.caption = frame, caption
+
+    def __repr__(self) -> str:
+        body = self.frame.to_string(index=False)
+        return f"{self.caption}\n{body}" if self.caption else body
+
+    def _repr_html_(self) -> str:
+        table = self.frame.to_html(index=False, escape=True, border=0, classes="kd-table")
+        caption = f"<p><strong>{html.escape(self.caption)}</strong></p>" if self.caption else ""
+        style = (
+            "<style>.kd-table{border-collapse:collapse;font-size:0.88em;margin:0.3em 0}"
+            ".kd-table th{white-space:normal;max-width:11em;text-align:right;border-bottom:1px solid #888;"
+            "padding:0.25em 0.5em;vertical-align:bottom}"
+            ".kd-table td{text-align:right;padding:0.2em 0.5em;white-space:nowrap}"
+            ".kd-table td:first-child,.kd-table th:first-child{text-align:left;white-space:normal}</style>"
+        )
+        return f'{style}<div style="overflow-x:auto">{caption}{table}</div>'
+
+
+def _merge_pairs(frame: pd.DataFrame, digits: int, scale: float) -> pd.DataFrame:
+    """Replace each numeric (x mean, x std) column pair by one text column x."""
+    out: dict[str, pd.Series] = {}
+    used: set[str] = set()
+    columns = [str(c) for c in frame.columns]
+    for column in columns:
+        if column in used:
+            continue
+        for mean_suffix, std_suffix in _PAIR_SUFFIXES:
+            if column.endswith(mean_suffix):
+                stem = column[: len(column) - len(mean_suffix)]
+                partner = stem + std_suffix
+                if partner in columns and partner not in used:
+                    means, stds = frame[column].astype(float) * scale, frame[partner].astype(float) * scale
+                    out[stem.strip() or "mean ± std"] = pd.Series(
+                        [mean_std_text(m, s, digits) for m, s in zip(means, stds)], index=frame.index
+                    )
+                    used |= {column, partner}
+                    break
+        else:
+            out[column] = frame[column]
+            used.add(column)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _cell(value: object, digits: int) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        if math.isnan(value):
+            return MISSING
+        return f"{value:.{digits}f}"
+    if hasattr(value, "item"):  # numpy scalar
+        return _cell(value.item(), digits)
+    return str(value)
+
+
+def readable(
+    frame: pd.DataFrame,
+    headers: Mapping[str, str] | None = None,
+    *,
+    digits: int = 2,
+    scale: float = 1.0,
+    caption: str | None = None,
+    drop: tuple[str, ...] = ("index",),
+) -> Table:
+    """A :class:`Table` of ``frame`` for a reader.
+
+    Index levels become ordinary columns (no index is shown); columns ``x_mean``/``x_std`` (or
+    ``"x mean"``/``"x std"``, or ``mean``/``std``) merge into one column ``x`` of ``"mean ± std"``
+    cells, multiplied by ``scale``; ``headers`` renames columns (after merging) to words with units,
+    and other names have their underscores replaced by spaces; floats print with ``digits``
+    decimals (a column of whole numbers as integers); missing values print as :data:`MISSING`; ``drop`` lists
+    columns not to show.
+    """
+    flat = frame.reset_index() if any(name is not None for name in frame.index.names) else frame.reset_index(drop=True)
+    flat = flat.drop(columns=[c for c in drop if c in flat.columns])
+    merged = _merge_pairs(flat, digits, scale)
+    headers = dict(headers or {})
+    text = pd.DataFrame({headers.get(str(c), _words(c)): _column_text(merged[c], digits) for c in merged.columns})
+    return Table(text, caption)
+
+
+def _column_text(column: pd.Series, digits: int) -> list[str]:
+    """Cells of one column; a float column whose values are all whole numbers prints as integers."""
+    present = [v for v in column if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    whole = bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+                                  for v in present)
+    if whole:
+        return [MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v)) for v in column]
+    return [_cell(v, digits) for v in column]
