@@ -287,15 +287,18 @@ def finalise_executed(path: Path, profile: str) -> None:
                 lines[at] = new_line
         own.source = "\n".join(lines)
         nb.cells.remove(cell)
-    nb.metadata[PROFILE_METADATA] = {"profile": profile}
+    nb.metadata[PROFILE_METADATA] = {**nb.metadata.get(PROFILE_METADATA, {}), "profile": profile}
     nbformat.write(nb, path)
 
 
 def add_smoke_notice(nb: object) -> bool:
     """Insert :data:`SMOKE_NOTICE` as a warning right under the title of a notebook executed in smoke.
 
-    ``nb`` is an ``nbformat`` notebook, changed in place; returns whether the notice was added."""
-    if nb.metadata.get(PROFILE_METADATA, {}).get("profile") != "smoke":
+    ``nb`` is an ``nbformat`` notebook, changed in place; returns whether the notice was added. A page
+    whose content does not depend on the profile (the introduction, the appendix of recorded results)
+    says so in its front matter, ``kdcourse: {same_in_every_profile: true}``, and gets no notice."""
+    meta = nb.metadata.get(PROFILE_METADATA, {})
+    if meta.get("profile") != "smoke" or meta.get("same_in_every_profile"):
         return False
     notice = f"```{{warning}}\n{SMOKE_NOTICE}\n```"
     for cell in nb.cells:

@@ -6,6 +6,8 @@ Examples::
     kdcourse build-html                       # build _build/html from the executed notebooks
     kdcourse book --profile full              # execute every chapter, then build
     kdcourse test -x -k losses                # unit tests + nbval of the chapters (pytest args pass through)
+    kdcourse timings record --precision fp32  # time `kdcourse book` and `kdcourse test`, record them
+    kdcourse timings readme                   # rewrite the README's timing section from the records
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     whole.add_argument("--timeout", type=float, default=None, help="time limit per cell in seconds (default: none)")
     whole.add_argument("--strict", action="store_true", help="treat Sphinx warnings as errors")
 
+    timings = sub.add_parser("timings", help="record the README commands' timings, or render them into the README")
+    timings_sub = timings.add_subparsers(dest="action", required=True, metavar="ACTION")
+    record = timings_sub.add_parser("record", help="time kdcourse book and kdcourse test (smoke) and record the result")
+    record.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="precision of the timed runs (default: what the hardware does natively)")
+    timings_sub.add_parser("readme", help="rewrite README.md's timing section from book/results")
+
     # "test" and "bench" hand their arguments on untouched (see main); listed here for --help.
     sub.add_parser("test", add_help=False, help="unit tests and nbval of every chapter (smoke); other args go to pytest")
     sub.add_parser("bench", add_help=False, help="benchmarks (kdcourse.bench; see kdcourse bench --help)")
@@ -94,6 +103,15 @@ def _run(argv: list[str]) -> int:
         _execute(args)
     elif args.command == "build-html":
         _build_html(args.executed, args.strict)
+    elif args.command == "timings":
+        from kdcourse import timings
+
+        root = book.repo_root()
+        if args.action == "record":
+            print(f"recorded {timings.record_commands(root, args.precision)}")
+        else:
+            changed = timings.update_readme(root)
+            print("README.md: timing section " + ("rewritten" if changed else "already up to date"))
     elif args.command == "book":
         start = time.perf_counter()
         args.chapters, args.output = None, None

@@ -11,7 +11,12 @@ Typical use in a chapter::
     outcome = study.run_study(config, data, PROFILE)          # live, at PROFILE
     findings.show_smoke_run(PROFILE, study.arm_summary(outcome.runs))
     runs = findings.frame("mnist_takd", "runs", PROFILE, live=outcome.runs)
-    # ... every later table and figure is drawn from ``runs``
+    # ... every later table and figure is drawn from ``runs``, and so is the prose:
+    gain = effects.paired_effect(kd_accuracy, scratch_accuracy)
+    findings.say(f"Distillation changes the student's accuracy by {gain.describe()}.")
+
+A cell that only renders prose is tagged ``remove-input``: the book shows the sentence, a reader
+of the notebook sees how it was computed.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ import pandas as pd
 
 from kdcourse import results
 
-__all__ = ["Notice", "uses_recorded", "recorded", "frame", "value", "show_smoke_run", "source_note"]
+__all__ = ["Notice", "uses_recorded", "recorded", "frame", "value", "show_smoke_run", "source_note", "say"]
+
+# chapters whose "recorded results" note has been shown in this kernel: once per chapter is enough
+_noted: set[str] = set()
 
 
 def uses_recorded(profile: str) -> bool:
@@ -109,8 +117,17 @@ def frame(name: str, key: str, profile: str, *, live: pd.DataFrame) -> pd.DataFr
         table = table.set_index(index if len(index) > 1 else index[0])
     elif "index" in table.columns:
         table = table.drop(columns="index")
-    display(source_note(name, profile))
+    if name not in _noted:
+        _noted.add(name)
+        display(source_note(name, profile))
     return table
+
+
+def say(markdown: str) -> None:
+    """Display prose whose numbers were computed from the results (MyST Markdown: math and roles work)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(markdown))
 
 
 def value(name: str, key: str, profile: str, *, live: Any) -> Any:

@@ -209,18 +209,22 @@ def _refuse_dirty(payload: dict[str, Any]) -> None:
         )
 
 
-def save_results(name: str, results: dict[str, Any], *, profile: str, seeds: list[int], wall_seconds: float) -> Path:
+def save_results(
+    name: str, results: dict[str, Any], *, profile: str, seeds: list[int], wall_seconds: float,
+    folder: str | os.PathLike[str] | None = None,
+) -> Path:
     """Write ``{"provenance": ..., "training": ..., "results": results}`` to ``results_dir(profile)/<name>.json``.
 
     ``provenance`` is that of this run (``wall_seconds`` of it), ``training`` is
     :func:`training_provenance`. A commit ending in ``-dirty+<hash>`` says that the code had
-    uncommitted changes; the tests refuse such a commit in the recorded full-profile files."""
+    uncommitted changes; the tests refuse such a commit in the recorded full-profile files.
+    ``folder`` replaces ``results_dir(profile)``."""
     payload = {
         "provenance": provenance(profile=profile, seeds=seeds, wall_seconds=wall_seconds),
         "training": training_provenance(),
         "results": results,
     }
-    folder = results_dir(profile)
+    folder = Path(folder) if folder is not None else results_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")

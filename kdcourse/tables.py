@@ -15,10 +15,17 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-__all__ = ["Table", "readable", "mean_std_text", "MISSING"]
+__all__ = ["Table", "readable", "mean_std_text", "number_text", "MISSING"]
 
 MISSING = "—"
-_PAIR_SUFFIXES = (("_mean", "_std"), (" mean", " std"), ("mean", "std"))
+# (suffix of the mean column, suffix of its std column, suffix kept in the merged column's name)
+_PAIR_SUFFIXES = (("_mean", "_std", ""), (" mean", " std", ""), ("mean", "std", ""), ("_accuracy", "_std", "_accuracy"))
+
+
+def number_text(value: float, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals and a typographic minus (``"−0.46"``)."""
+    text = f"{value:.{digits}f}"
+    return "−" + text[1:] if text.startswith("-") else text
 
 
 def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
@@ -26,8 +33,8 @@ def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return MISSING
     if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+        return number_text(mean, digits)
+    return f"{number_text(mean, digits)} ± {std:.{digits}f}"
 
 
 def _words(name: str) -> str:
@@ -66,13 +73,13 @@ def _merge_pairs(frame: pd.DataFrame, digits: int, scale: float) -> pd.DataFrame
     for column in columns:
         if column in used:
             continue
-        for mean_suffix, std_suffix in _PAIR_SUFFIXES:
+        for mean_suffix, std_suffix, kept in _PAIR_SUFFIXES:
             if column.endswith(mean_suffix):
                 stem = column[: len(column) - len(mean_suffix)]
                 partner = stem + std_suffix
                 if partner in columns and partner not in used:
                     means, stds = frame[column].astype(float) * scale, frame[partner].astype(float) * scale
-                    out[stem.strip() or "mean ± std"] = pd.Series(
+                    out[(stem + kept).strip() or "mean ± std"] = pd.Series(
                         [mean_std_text(m, s, digits) for m, s in zip(means, stds)], index=frame.index
                     )
                     used |= {column, partner}
@@ -89,7 +96,7 @@ def _cell(value: object, digits: int) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return MISSING
-        return f"{value:.{digits}f}"
+        return number_text(value, digits)
     if hasattr(value, "item"):  # numpy scalar
         return _cell(value.item(), digits)
     return str(value)
@@ -107,8 +114,8 @@ def readable(
     """A :class:`Table` of ``frame`` for a reader.
 
     Index levels become ordinary columns (no index is shown); columns ``x_mean``/``x_std`` (or
-    ``"x mean"``/``"x std"``, or ``mean``/``std``) merge into one column ``x`` of ``"mean ± std"``
-    cells, multiplied by ``scale``; ``headers`` renames columns (after merging) to words with units,
+    ``"x mean"``/``"x std"``, or ``mean``/``std``; ``x_accuracy``/``x_std`` into ``x accuracy``) merge into
+    one column ``x`` of ``"mean ± std"`` cells, multiplied by ``scale``; ``headers`` renames columns (after merging) to words with units,
     and other names have their underscores replaced by spaces; floats print with ``digits``
     decimals (a column of whole numbers as integers); missing values print as :data:`MISSING`; ``drop`` lists
     columns not to show.

@@ -172,6 +172,9 @@ def test_smoke_notice_goes_under_the_title_of_smoke_pages_only() -> None:
     lines = nb.cells[0].source.splitlines()
     assert lines[0] == "# Title" and lines[2] == "```{warning}" and "smoke profile" in lines[3]
     assert lines[-1] == "First paragraph."
+    page = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Recorded results")])
+    page.metadata["kdcourse"] = {"profile": "smoke", "same_in_every_profile": True}
+    assert not book.add_smoke_notice(page)  # its content does not depend on the profile
 
 
 @pytest.mark.parametrize("bad", ["EXTRA", "PROFILE='full'", "EXTRA=not a literal", "1X=2"])

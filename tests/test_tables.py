@@ -37,3 +37,10 @@ def test_mean_std_text() -> None:
     assert mean_std_text(98.94, 0.031) == "98.94 ± 0.03"
     assert mean_std_text(98.94, None, digits=1) == "98.9"
     assert mean_std_text(math.nan, 0.1) == MISSING
+
+
+def test_accuracy_std_pairs_and_typographic_minus() -> None:
+    frame = pd.DataFrame({"teacher": ["digits"], "test_accuracy": [99.11], "test_std": [0.017], "gain": [-0.456]})
+    table = readable(frame)
+    assert list(table.frame.columns) == ["teacher", "test accuracy", "gain"]
+    assert table.frame.iloc[0].tolist() == ["digits", "99.11 ± 0.02", "−0.46"]
