@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from . import distill, models
 
-__all__ = ["time_steps", "benchmark", "main"]
+__all__ = ["time_steps", "benchmark", "repeated", "main"]
 
 EPOCH_IMAGES = 55_000
 
@@ -93,20 +94,45 @@ def benchmark(stack_size: int = 4, steps: int = 20) -> list[dict[str, float | st
     return rows
 
 
+def repeated(stack_size: int = 4, steps: int = 20, repeats: int = 3) -> list[dict[str, float | str]]:
+    """:func:`benchmark` ``repeats`` times in this process: each row's median seconds per epoch and
+    model, with the lowest and highest of the repeats (``low``, ``high``)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    runs = [benchmark(stack_size, steps) for _ in range(repeats)]
+    rows = []
+    for i, row in enumerate(runs[0]):
+        values = sorted(run[i]["seconds_per_epoch_per_model"] for run in runs)
+        rows.append({**row, "seconds_per_epoch_per_model": statistics.median(values), "low": values[0], "high": values[-1],
+                     "repeats": repeats})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: print the benchmark as a table (or JSON with ``--json``)."""
+    """Command-line entry: print the benchmark as a table (or JSON with ``--json``); ``--record`` also
+    writes it to ``book/results/bench/training_steps.json`` for the README."""
     parser = argparse.ArgumentParser(prog="kdcourse bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack-size", type=int, default=4, help="students per StackedMLP (the chapter uses 4)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per row")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the whole benchmark; rows give their median")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--record", action="store_true", help="write the result file that the README's Speed table is rendered from")
     args = parser.parse_args(argv)
-    rows = benchmark(args.stack_size, args.steps)
+    start = time.perf_counter()
+    rows = repeated(args.stack_size, args.steps, args.repeats)
+    if args.record:
+        from kdcourse import book, results
+
+        folder = book.repo_root() / "book" / "results" / "bench"
+        path = results.save_results("training_steps", {"threads": torch.get_num_threads(), "steps": args.steps, "rows": rows},
+                                    profile="bench", seeds=[0], wall_seconds=time.perf_counter() - start, folder=folder)
+        print(f"recorded {path}")
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=1))
     else:
         print(f"threads: {torch.get_num_threads()}; one epoch = {EPOCH_IMAGES:,} images")
-        print(f"{'model':<22} {'precision':<14} {'batch':>5} {'Adam':<9} {'s/epoch':>8} {'s/epoch per model':>18}")
+        print(f"{'model':<22} {'precision':<14} {'batch':>5} {'Adam':<9} {'s/epoch per model (median, low–high)':>38}")
         for row in rows:
             print(f"{row['model']:<22} {row['precision']:<14} {row['batch']:>5} {row['adam']:<9} "
-                  f"{row['seconds_per_epoch']:>8.2f} {row['seconds_per_epoch_per_model']:>18.3f}")
+                  f"{row['seconds_per_epoch_per_model']:>18.3f} ({row['low']:.3f}–{row['high']:.3f})")
     return 0

@@ -30,7 +30,8 @@ def _tree(root: Path) -> Path:
              "results": {"precision": "fp32", "book_seconds": 130.0, "test_seconds": 170.0, "tests_passed": 12,
                          "chapter_smoke_seconds": {"study": 21.4}}}
     (root / "book" / "results" / "timings" / "fp32.json").write_text(json.dumps(smoke))
-    (root / "README.md").write_text(f"# R\n\n{timings.README_START}\nstale\n{timings.README_END}\n\nafter\n")
+    (root / "README.md").write_text(f"# R\n\n{timings.README_START}\nstale\n{timings.README_END}\n\n"
+                                    f"{timings.BENCH_START}\n{timings.BENCH_END}\n\nafter\n")
     return root
 
 
@@ -53,15 +54,16 @@ def test_update_readme_rewrites_only_the_generated_section(tmp_path: Path) -> No
     assert "stale" not in text and "| study | 21 s | 40.0 min |" in text and text.endswith("\n\nafter\n")
     assert not timings.update_readme(root)  # idempotent
     (root / "README.md").write_text("# no markers\n")
-    with pytest.raises(ValueError, match="lacks the timing markers"):
+    assert "No benchmark recorded yet" in text
+    with pytest.raises(ValueError, match="lacks the markers"):
         timings.update_readme(root)
 
 
 def test_the_readme_timings_match_the_recorded_files() -> None:
     root = book.repo_root()
-    assert timings.readme_section(root) in (root / "README.md").read_text(encoding="utf-8"), (
-        "README.md's timing section is stale: run `kdcourse timings readme`"
-    )
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for section in (timings.readme_section(root), timings.bench_section(root)):
+        assert section in readme, "README.md's generated sections are stale: run `kdcourse timings readme`"
 
 
 def test_the_introduction_states_the_one_rule_for_effects() -> None:
