@@ -91,12 +91,20 @@ class Effect:
         return f"95 % interval {signed(self.low, digits)} to {signed(self.high, digits)}"
 
     def describe(self, digits: int = 2) -> str:
-        """The full statement: ``"+0.39 ± 0.13 points (95 % interval +0.06 to +0.71, p = 0.036, 3 seeds): clears the noise"``."""
-        p = f", p = {self.p_value:.2g}" if self.method == "paired t" else ""
+        """The full statement: ``"+0.39 ± 0.13 points (95 % interval +0.06 to +0.71, p = 0.0359, 3 seeds): clears the noise"``."""
+        p = f", p = {self.p_value:.3g}" if self.method == "paired t" else ""
         return f"{self.short(digits)} ({self.interval(digits)}{p}, {self.n} {self.over}): {self.verdict}"
 
     def __str__(self) -> str:
         return self.describe()
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "Effect":
+        """The effect that :meth:`as_dict` wrote (for instance a row of a recorded table); the verdict is recomputed."""
+        names = ("mean", "std", "n", "low", "high", "low80", "high80", "p_value", "unit", "method", "over")
+        values = {name: fields[name] for name in names if name in fields}
+        values["n"] = int(values["n"])
+        return cls(**values)
 
     def as_dict(self) -> dict[str, float | int | str]:
         """JSON-ready fields, with the verdict."""

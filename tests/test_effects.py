@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kdcourse.effects import VERDICTS, bootstrap_effect, paired_effect
+from kdcourse.effects import VERDICTS, Effect, bootstrap_effect, paired_effect
 
 
 def test_paired_effect_matches_scipy_paired_t_test() -> None:
@@ -65,8 +65,9 @@ def test_identical_arms_are_within_noise() -> None:
 def test_describe_states_interval_p_and_verdict() -> None:
     text = paired_effect([0.9893, 0.9892, 0.9897], [0.9850, 0.9868, 0.9848]).describe()
     assert text.startswith("+0.39 ± 0.13 points (95 % interval +0.06 to +0.71")
-    assert "p = 0.036" in text and "3 seeds" in text and text.endswith(": clears the noise")
-    json.dumps(paired_effect([1, 2], [0, 0]).as_dict())  # JSON-ready
+    assert "p = 0.0359" in text and "3 seeds" in text and text.endswith(": clears the noise")
+    fields = json.loads(json.dumps(paired_effect([1, 2], [0, 0]).as_dict()))  # JSON-ready
+    assert Effect.from_dict({**fields, "n": 2.0}) == paired_effect([1, 2], [0, 0])
 
 
 @pytest.mark.parametrize("bad", [([0.9], [0.8]), ([], [])])

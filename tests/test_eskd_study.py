@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from kdcourse.data import load_mnist
+from kdcourse.effects import paired_effect
 from kdcourse.studies import mnist_eskd
 
 SEEDS = (0, 1)
@@ -42,14 +43,28 @@ def test_rerun_resumes_with_identical_results(outcome) -> None:
     pd.testing.assert_frame_equal(outcome["first"], outcome["second"])
 
 
-def test_paired_against_subtracts_per_seed(outcome) -> None:
+def test_paired_against_subtracts_per_seed_and_gives_the_effect(outcome) -> None:
     runs = outcome["first"]
     epochs = runs[runs.experiment == "teacher epoch"]
     reference = epochs[epochs.teacher_epoch == 2].set_index("seed").student_test_accuracy
     paired = mnist_eskd.paired_against(epochs, reference).set_index("teacher_epoch")
     assert paired.loc[2, "mean"] == pytest.approx(0.0) and paired.loc[2, "std"] == pytest.approx(0.0)
-    expected = ((epochs[epochs.teacher_epoch == 1].set_index("seed").student_test_accuracy - reference) * 100).mean()
-    assert paired.loc[1, "mean"] == pytest.approx(expected)
+    first = epochs[epochs.teacher_epoch == 1].set_index("seed").student_test_accuracy
+    expected = paired_effect(first, reference)
+    assert paired.loc[1, "mean"] == pytest.approx(expected.mean) and paired.loc[1, "low"] == pytest.approx(expected.low)
+    assert paired.loc[1, "verdict"] == expected.verdict and paired.loc[1, "seeds"] == len(SEEDS)
+    assert paired.loc[1, [f"seed {s}" for s in SEEDS]].tolist() == pytest.approx(((first - reference) * 100).tolist())
+    one_seed = mnist_eskd.paired_against(epochs, reference.iloc[:1]).set_index("teacher_epoch")
+    assert one_seed.loc[1, "seeds"] == 1 and pd.isna(one_seed.loc[1, "std"]) and one_seed.loc[1, "verdict"] is None
+
+
+def test_teacher_epoch_is_chosen_on_validation_only(outcome) -> None:
+    runs = outcome["first"]
+    epochs = runs[runs.experiment == "teacher epoch"]
+    for column in ("teacher_val_accuracy", "student_val_accuracy"):
+        assert mnist_eskd.chosen_epoch(runs, column) == int(epochs.groupby("teacher_epoch")[column].mean().idxmax())
+    with pytest.raises(ValueError, match="validation"):
+        mnist_eskd.chosen_epoch(runs, "student_test_accuracy")
 
 
 def test_bad_configuration_raises(tmp_path) -> None:

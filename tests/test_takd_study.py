@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from kdcourse.data import load_mnist
+from kdcourse.effects import VERDICTS
 from kdcourse.studies import mnist_distillation, mnist_takd
 
 SEEDS = (0, 1)
@@ -58,6 +59,9 @@ def test_summaries(outcome) -> None:
     assert difference["seeds"] == len(SEEDS)
     expected = (runs[runs.arm == "via TA 24"].test_accuracy.values - runs[runs.arm == "KD from the teacher"].test_accuracy.values).mean() * 100
     assert difference["mean"] == pytest.approx(expected)
+    effect = mnist_takd.arm_effect(runs, "via TA 24", "KD from the teacher")
+    assert effect.n == len(SEEDS) and effect.mean == pytest.approx(expected)
+    assert effect.std == pytest.approx(difference["std"]) and effect.verdict in VERDICTS
 
 
 def test_impossible_settings_raise(tmp_path) -> None:

@@ -23,13 +23,14 @@ from torch import nn
 from .. import data as kd_data
 from .. import distill, hardware, models, paths
 from ..chains import train_with_snapshots
+from ..effects import paired_effect
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import classification_scores
 from ..train import fit, predict_logits
 from .common import config_key, with_overrides
 from .mnist_distillation import study_dataset
 
-__all__ = ["EskdConfig", "PROFILES", "TEACHERS", "config_for", "run_study", "paired_against"]
+__all__ = ["EskdConfig", "PROFILES", "TEACHERS", "config_for", "run_study", "paired_against", "chosen_epoch"]
 
 # teacher sizes for finding (2): name → constructor; "cnn" is the course's MNIST teacher
 TEACHERS: dict[str, Callable[[], nn.Module]] = {
@@ -139,10 +140,34 @@ def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path 
 
 
 def paired_against(runs: pd.DataFrame, reference: pd.Series) -> pd.DataFrame:
-    """For each (teacher, teacher_epoch), the per-seed student accuracy minus ``reference`` (indexed by seed),
-    in points: mean, std (ddof 1) and seeds."""
+    """For each (teacher, teacher_epoch), the paired effect of the student's test accuracy over ``reference``
+    (student test accuracy indexed by seed), by :func:`kdcourse.effects.paired_effect`.
+
+    Columns: ``teacher``, ``teacher_epoch``, ``seeds`` (paired seeds), ``seed <s>`` (the difference on each
+    seed, in points), then the fields of :meth:`kdcourse.effects.Effect.as_dict` (``mean``, ``std``,
+    ``low``, ``high``, ..., ``p_value``, ``verdict``). With fewer than two paired seeds there is no
+    effect: ``mean`` alone, the other fields missing."""
     out = []
     for (teacher, epoch), group in runs.groupby(["teacher", "teacher_epoch"], sort=False):
-        d = (group.set_index("seed").student_test_accuracy - reference).dropna() * 100
-        out.append({"teacher": teacher, "teacher_epoch": epoch, "mean": d.mean(), "std": d.std(ddof=1) if len(d) > 1 else 0.0, "seeds": len(d)})
+        a = group.set_index("seed").student_test_accuracy
+        d = (a - reference).dropna() * 100
+        row = {"teacher": teacher, "teacher_epoch": epoch, "seeds": len(d), **{f"seed {s}": v for s, v in d.items()}}
+        if len(d) >= 2:
+            row |= paired_effect(a, reference).as_dict()
+        else:
+            row |= {"mean": d.mean() if len(d) else float("nan"), "std": float("nan"), "verdict": None}
+        out.append(row)
     return pd.DataFrame(out)
+
+
+def chosen_epoch(runs: pd.DataFrame, on: str = "teacher_val_accuracy") -> int:
+    """The CNN teacher epoch (of the ``"teacher epoch"`` rows) with the highest mean ``on`` over seeds.
+
+    ``on`` is a validation column, ``"teacher_val_accuracy"`` (the snapshot a teacher run with early
+    stopping on validation would keep) or ``"student_val_accuracy"`` (the snapshot whose students
+    validate best); a test column is refused: an epoch chosen on the test set would make the test
+    differences that follow biased. Ties go to the earlier epoch."""
+    if on not in ("teacher_val_accuracy", "student_val_accuracy"):
+        raise ValueError(f"choose a teacher epoch on a validation column (teacher_val_accuracy or student_val_accuracy), not {on!r}")
+    epochs = runs[runs.experiment == "teacher epoch"]
+    return int(epochs.groupby("teacher_epoch")[on].mean().idxmax())

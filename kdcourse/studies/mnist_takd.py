@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import data as kd_data
-from .. import distill, hardware, models, paths
+from .. import distill, effects, hardware, models, paths
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import classification_scores
 from ..train import FitResult, fit, predict_logits
@@ -28,7 +28,9 @@ from . import common
 from .common import config_key, with_overrides
 from . import mnist_distillation
 
-__all__ = ["TakdConfig", "PROFILES", "TakdOutcome", "config_for", "run_study", "arm_summary", "paired_difference"]
+__all__ = [
+    "TakdConfig", "PROFILES", "TakdOutcome", "config_for", "run_study", "arm_summary", "paired_difference", "arm_effect",
+]
 
 
 @dataclass(frozen=True)
@@ -179,3 +181,9 @@ def paired_difference(runs: pd.DataFrame, arm: str, baseline: str) -> dict[str, 
     """Per-seed test-accuracy difference ``arm − baseline`` in points: mean, std (ddof 1), seeds."""
     return common.paired_difference(runs[runs.arm == arm].set_index("seed").test_accuracy,
                                     runs[runs.arm == baseline].set_index("seed").test_accuracy)
+
+
+def arm_effect(runs: pd.DataFrame, arm: str, baseline: str) -> effects.Effect:
+    """The paired effect of ``arm`` over ``baseline`` on test accuracy (points, over the seeds both have)."""
+    return effects.paired_effect(runs[runs.arm == arm].set_index("seed").test_accuracy,
+                                 runs[runs.arm == baseline].set_index("seed").test_accuracy)
