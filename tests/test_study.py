@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from kdcourse.data import load_mnist
+from kdcourse.effects import VERDICTS, Effect
 from kdcourse.studies import mnist_distillation as study
 
 SEEDS, TEMPERATURES, ALPHAS = (0, 1), (1, 4), (0.5,)
@@ -121,34 +120,55 @@ def test_grid_table_summarises_the_kd_grid(run) -> None:
 def test_paired_comparison_pairs_kd_and_scratch_by_seed(run) -> None:
     runs = run["first"].runs
     comparison = study.paired_comparison(runs, 4.0, 0.5)
-    assert set(comparison) == {"mean", "std", "seeds", "p_value"}
-    assert comparison["seeds"] == len(SEEDS)
+    assert isinstance(comparison, Effect) and comparison.n == len(SEEDS) and comparison.over == "seeds"
     kd = runs[(runs.model == "kd") & (runs.temperature == 4.0)].set_index("seed").test_accuracy
     scratch = runs[runs.model == "scratch"].set_index("seed").test_accuracy
     differences = (kd - scratch) * 100
-    assert comparison["mean"] == pytest.approx(differences.mean())
-    assert comparison["std"] == pytest.approx(differences.std(ddof=1))
-    assert math.isnan(comparison["p_value"]) or 0 <= comparison["p_value"] <= 1
+    assert comparison.mean == pytest.approx(differences.mean())
+    assert comparison.std == pytest.approx(differences.std(ddof=1))
+    assert 0 <= comparison.p_value <= 1 and comparison.verdict in VERDICTS
+    against_t1 = study.paired_comparison(runs, 4.0, 0.5, baseline=(1.0, 0.5))
+    assert against_t1.mean == pytest.approx(((kd - study.arm_accuracy(runs, "kd", 1.0, 0.5)) * 100).mean())
+
+
+def _hand_runs() -> pd.DataFrame:
+    nan = float("nan")
+    return pd.DataFrame(
+        [
+            {"seed": 0, "model": "kd", "temperature": 4.0, "alpha": 0.5, "test_accuracy": 0.97},
+            {"seed": 0, "model": "scratch", "temperature": nan, "alpha": nan, "test_accuracy": 0.96},
+            {"seed": 1, "model": "kd", "temperature": 4.0, "alpha": 0.5, "test_accuracy": 0.95},
+            {"seed": 1, "model": "scratch", "temperature": nan, "alpha": nan, "test_accuracy": 0.96},
+            {"seed": 2, "model": "kd", "temperature": 4.0, "alpha": 0.5, "test_accuracy": 0.98},
+            {"seed": 2, "model": "scratch", "temperature": nan, "alpha": nan, "test_accuracy": 0.95},
+            {"seed": 0, "model": "kd", "temperature": 1.0, "alpha": 0.5, "test_accuracy": 0.96},
+            {"seed": 1, "model": "kd", "temperature": 1.0, "alpha": 0.5, "test_accuracy": 0.94},
+            {"seed": 2, "model": "kd", "temperature": 1.0, "alpha": 0.5, "test_accuracy": 0.96},
+        ]
+    )
 
 
 def test_paired_comparison_by_hand() -> None:
-    runs = pd.DataFrame(
-        [
-            {"seed": 0, "model": "kd", "temperature": 4.0, "alpha": 0.5, "test_accuracy": 0.97},
-            {"seed": 0, "model": "scratch", "temperature": float("nan"), "alpha": float("nan"), "test_accuracy": 0.96},
-            {"seed": 1, "model": "kd", "temperature": 4.0, "alpha": 0.5, "test_accuracy": 0.95},
-            {"seed": 1, "model": "scratch", "temperature": float("nan"), "alpha": float("nan"), "test_accuracy": 0.96},
-            {"seed": 2, "model": "kd", "temperature": 4.0, "alpha": 0.5, "test_accuracy": 0.98},
-            {"seed": 2, "model": "scratch", "temperature": float("nan"), "alpha": float("nan"), "test_accuracy": 0.95},
-            {"seed": 0, "model": "kd", "temperature": 1.0, "alpha": 0.5, "test_accuracy": 0.10},
-        ]
-    )
+    runs = _hand_runs()
     comparison = study.paired_comparison(runs, 4.0, 0.5)
-    assert comparison["seeds"] == 3
-    assert comparison["mean"] == pytest.approx(1.0)  # differences +1, −1, +3 points
-    assert comparison["std"] == pytest.approx(2.0)
+    assert comparison.n == 3
+    assert comparison.mean == pytest.approx(1.0)  # differences +1, −1, +3 points
+    assert comparison.std == pytest.approx(2.0)
     from scipy import stats
 
-    assert comparison["p_value"] == pytest.approx(stats.ttest_1samp([1.0, -1.0, 3.0], 0.0).pvalue)
-    single = study.paired_comparison(runs[runs.seed == 0], 4.0, 0.5)
-    assert single["seeds"] == 1 and single["std"] == 0.0 and math.isnan(single["p_value"])
+    assert comparison.p_value == pytest.approx(stats.ttest_1samp([1.0, -1.0, 3.0], 0.0).pvalue)
+    assert comparison.verdict == "within noise"
+    with pytest.raises(ValueError, match="at least 2"):
+        study.paired_comparison(runs[runs.seed == 0], 4.0, 0.5)
+
+
+def test_grid_effects_compare_every_grid_point() -> None:
+    runs = _hand_runs()
+    table = study.grid_effects(runs)
+    assert list(table.index) == [(1.0, 0.5), (4.0, 0.5)] and table.index.names == ["temperature", "alpha"]
+    assert table.loc[(4.0, 0.5), "mean"] == pytest.approx(1.0)
+    assert table.loc[(1.0, 0.5), "mean"] == pytest.approx(-1 / 3)  # differences 0, −2, +1 points
+    assert set(table.verdict) <= set(VERDICTS)
+    against = study.grid_effects(runs, baseline=(4.0, 0.5))
+    assert list(against.index) == [(1.0, 0.5)]  # the baseline's own row is left out
+    assert against.loc[(1.0, 0.5), "mean"] == pytest.approx(-4 / 3)  # differences −1, −1, −2 points

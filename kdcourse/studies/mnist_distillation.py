@@ -17,17 +17,16 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from torch import nn
 
 from .. import data as kd_data
-from .. import distill, hardware, metrics, models, paths
+from .. import distill, effects, hardware, metrics, models, paths
 from ..train import FitResult, fit, predict_logits
 from .common import config_key, with_overrides
 
 __all__ = [
     "StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_dir_for", "study_dataset", "train_teacher", "run_study",
-    "grid_table", "paired_comparison",
+    "grid_table", "arm_accuracy", "paired_comparison", "grid_effects",
 ]
 
 
@@ -226,15 +225,40 @@ def grid_table(runs: pd.DataFrame, column: str = "test_accuracy") -> pd.DataFram
     return kd.groupby(["temperature", "alpha"])[column].agg(["mean", "std", "count"])
 
 
-def paired_comparison(runs: pd.DataFrame, temperature: float, alpha: float) -> dict[str, float]:
-    """KD student (T, α) against the scratch student, paired by seed (same initial weights, batches, teacher).
+def arm_accuracy(
+    runs: pd.DataFrame, model: str, temperature: float | None = None, alpha: float | None = None,
+    column: str = "test_accuracy",
+) -> pd.Series:
+    """``column`` of one arm of ``runs`` (``model`` ``teacher``, ``scratch``, or ``kd`` at ``temperature``, ``alpha``), indexed by seed."""
+    rows = runs[runs.model == model]
+    if model == "kd":
+        rows = rows[(rows.temperature == temperature) & (rows.alpha == alpha)]
+    return rows.set_index("seed")[column].rename(None)
 
-    Returns the mean and std of the per-seed test-accuracy difference (percentage points), the
-    number of seeds and the two-sided p-value of a paired t-test (NaN with fewer than 2 seeds).
+
+def paired_comparison(
+    runs: pd.DataFrame, temperature: float, alpha: float, baseline: tuple[float, float] | None = None,
+    column: str = "test_accuracy",
+) -> effects.Effect:
+    """The KD student (T, α) against the scratch student (or the KD student at ``baseline`` = (T, α)), paired by seed.
+
+    Both arms of a seed share the initial weights, the batches and the teacher, so the comparison is
+    the course's paired effect (:func:`kdcourse.effects.paired_effect`): the per-seed differences of
+    ``column`` in percentage points, their 95 % interval, paired t-test and verdict. Needs at least
+    two seeds.
     """
-    kd = runs[(runs.model == "kd") & (runs.temperature == temperature) & (runs.alpha == alpha)].set_index("seed")
-    scratch = runs[runs.model == "scratch"].set_index("seed")
-    difference = (kd.test_accuracy - scratch.test_accuracy).dropna() * 100
-    p_value = float(stats.ttest_1samp(difference, 0.0).pvalue) if len(difference) > 1 else float("nan")
-    return {"mean": float(difference.mean()), "std": float(difference.std(ddof=1)) if len(difference) > 1 else 0.0,
-            "seeds": len(difference), "p_value": p_value}
+    kd = arm_accuracy(runs, "kd", temperature, alpha, column)
+    other = arm_accuracy(runs, "scratch", column=column) if baseline is None else arm_accuracy(runs, "kd", *baseline, column=column)
+    return effects.paired_effect(kd, other)
+
+
+def grid_effects(runs: pd.DataFrame, baseline: tuple[float, float] | None = None, column: str = "test_accuracy") -> pd.DataFrame:
+    """:func:`paired_comparison` of every (T, α) of the KD grid against the scratch student (or ``baseline``).
+
+    One row per grid point, index (T, α), columns the fields of :meth:`kdcourse.effects.Effect.as_dict`
+    (``mean``, ``std``, ``low``, ``high``, ``p_value``, ``verdict``, ...). The baseline's own row is left out."""
+    points = runs[runs.model == "kd"][["temperature", "alpha"]].drop_duplicates().itertuples(index=False)
+    rows = {(t, a): paired_comparison(runs, t, a, baseline, column).as_dict() for t, a in points if (t, a) != baseline}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["temperature", "alpha"])
+    return table.sort_index()
