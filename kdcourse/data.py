@@ -2,15 +2,19 @@
 
 MNIST is read through ``torchvision.datasets.MNIST`` and EuroSAT through
 ``torchvision.datasets.EuroSAT`` (both download when the network allows). Each is kept as one
-float tensor per split, so training pays no per-sample Python overhead.
+float tensor per split, so training pays no per-sample Python overhead. MHIST (histology, not
+downloadable) is decoded once into uint8 tensors; :class:`ImageTransform` augments and normalises
+it batch by batch.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import struct
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +34,20 @@ __all__ = [
     "load_mnist",
     "EUROSAT_CLASSES",
     "load_eurosat",
+    "MHIST_CLASSES",
+    "MHIST_COLUMNS",
+    "MHIST_IMAGE_SIZE",
+    "MHIST_URL",
+    "MhistSplit",
+    "MhistData",
+    "load_mhist",
     "train_val_split",
+    "stratified_split",
     "TensorBatches",
     "random_shift",
+    "augment_batch",
+    "normalise_images",
+    "ImageTransform",
 ]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -161,6 +176,30 @@ def train_val_split(n: int, val_size: int, seed: int = 0) -> tuple[Tensor, Tenso
     return order[val_size:].sort().values, order[:val_size].sort().values
 
 
+def stratified_split(labels: Tensor, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Disjoint sorted index tensors ``(rest_idx, chosen_idx)`` with ``size`` chosen, stratified by ``labels``.
+
+    Each class gets ``size × (its share of labels)`` chosen samples, rounded by largest remainder so
+    that the counts add up to ``size``. The choice depends only on ``seed``, like :func:`train_val_split`.
+    """
+    n = len(labels)
+    if not 0 < size < n:
+        raise ValueError(f"size must be between 1 and n - 1 = {n - 1}, got {size}")
+    classes, counts = labels.unique(sorted=True, return_counts=True)
+    quotas = counts.double() * size / n
+    taken = quotas.floor().long()
+    by_remainder = (quotas - taken).argsort(descending=True, stable=True)
+    taken[by_remainder[: size - int(taken.sum())]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label, k in zip(classes.tolist(), taken.tolist()):
+        members = (labels == label).nonzero().squeeze(1)
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.cat(chosen)] = True
+    return (~mask).nonzero().squeeze(1), mask.nonzero().squeeze(1)
+
+
 def load_mnist(
     root: str | os.PathLike[str] | None = None,
     *,
@@ -258,6 +297,241 @@ def load_eurosat(
     return ImageData(full.subset(train.sort().values), full.subset(val.sort().values), full.subset(test.sort().values))
 
 
+MHIST_URL = "https://bmirds.github.io/MHIST/"
+# the majority-vote labels in label order: hyperplastic polyp (0), sessile serrated adenoma (1)
+MHIST_CLASSES = ("HP", "SSA")
+# the header of the official annotations.csv: file name, majority label, SSA votes of the 7 pathologists, partition
+MHIST_COLUMNS = ("Image Name", "Majority Vote Label", "Number of Annotators who Selected SSA (Out of 7)", "Partition")
+MHIST_ANNOTATORS = 7
+MHIST_PARTITIONS = ("train", "test")
+MHIST_IMAGE_SIZE = 224
+
+
+@dataclass(frozen=True)
+class MhistSplit:
+    """MHIST images ``x`` ``(N, 3, S, S)`` uint8 RGB (0–255), labels ``y`` ``(N,)`` int64 (HP = 0, SSA = 1),
+    ``votes`` ``(N,)`` int64 (how many of the 7 pathologists chose SSA, 0–7) and the CSV's image ``names``."""
+
+    x: Tensor
+    y: Tensor
+    votes: Tensor
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: Tensor) -> "MhistSplit":
+        """The samples at ``index`` (a 1-D index tensor)."""
+        return MhistSplit(self.x[index], self.y[index], self.votes[index], tuple(self.names[i] for i in index.tolist()))
+
+
+@dataclass(frozen=True)
+class MhistData:
+    """MHIST split into train / validation / test; validation is carved from the official training partition.
+
+    ``mean`` and ``std`` are the per-channel statistics of the training images in [0, 1] units, for
+    :class:`ImageTransform`.
+    """
+
+    train: MhistSplit
+    val: MhistSplit
+    test: MhistSplit
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def _read_mhist_csv(path: Path) -> tuple[list[str], list[int], list[int], list[str]]:
+    """Image names, labels (HP = 0, SSA = 1), SSA votes and partitions of the rows of ``path``, checked."""
+    fix = f"Replace it with the official annotations.csv of the MHIST release ({MHIST_URL})."
+    name_column, label_column, votes_column, partition_column = MHIST_COLUMNS
+    names, labels, votes, partitions = [], [], [], []
+    lines: dict[str, int] = {}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [column.strip() for column in reader.fieldnames or ()]
+            missing = [column for column in MHIST_COLUMNS if column not in header]
+            if missing:
+                raise CorruptDataError(
+                    f"{path} lacks the column(s) {missing}: its header is {header}, expected {list(MHIST_COLUMNS)}. {fix}"
+                )
+            reader.fieldnames = header
+            for row in reader:
+                where = f"{path}, line {reader.line_num}"
+                name, label, count, partition = ((row[column] or "").strip() for column in MHIST_COLUMNS)
+                if not name:
+                    raise CorruptDataError(f"{where}: the column '{name_column}' is empty. {fix}")
+                if name in lines:
+                    raise CorruptDataError(f"{where}: {name} is listed twice (also on line {lines[name]}). {fix}")
+                if label not in MHIST_CLASSES:
+                    raise CorruptDataError(f"{where}: unknown label {label!r} in '{label_column}' (expected HP or SSA). {fix}")
+                if not count.isdigit() or int(count) > MHIST_ANNOTATORS:
+                    raise CorruptDataError(f"{where}: '{votes_column}' is {count!r}, expected a whole number from 0 to 7. {fix}")
+                if (label == "SSA") != (int(count) > MHIST_ANNOTATORS // 2):
+                    raise CorruptDataError(
+                        f"{where}: the majority label {label} does not match {count} of 7 votes for SSA "
+                        f"(SSA needs at least 4, HP at most 3). {fix}"
+                    )
+                if partition not in MHIST_PARTITIONS:
+                    raise CorruptDataError(
+                        f"{where}: unknown partition {partition!r} in '{partition_column}' (expected train or test). {fix}"
+                    )
+                lines[name] = reader.line_num
+                names.append(name)
+                labels.append(MHIST_CLASSES.index(label))
+                votes.append(int(count))
+                partitions.append(partition)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CorruptDataError(f"cannot read {path} ({type(error).__name__}: {error}). {fix}") from error
+    if not names:
+        raise CorruptDataError(f"{path} lists no images. {fix}")
+    return names, labels, votes, partitions
+
+
+def _mhist_image_paths(csv_path: Path, names: list[str], fix: str) -> list[Path]:
+    """The file of each listed image in ``csv_path``'s ``images/`` folder: the CSV's name, else the same stem as .png / .jpg."""
+    images = csv_path.parent / "images"
+    if not images.is_dir():
+        raise MissingDataError(f"the MHIST images folder {images} does not exist. {fix}")
+    paths, missing = [], []
+    for name in names:
+        tried = [images / name] + [images / Path(name).with_suffix(ext) for ext in (".png", ".jpg") if Path(name).suffix.lower() != ext]
+        found = next((path for path in tried if path.is_file()), None)
+        if found is None:
+            missing.append(tried)
+        paths.append(found)
+    if missing:
+        more = f" ({len(missing) - 1} more listed images are missing too)" if len(missing) > 1 else ""
+        raise MissingDataError(
+            f"the MHIST image {missing[0][0].name} listed in {csv_path} is missing: tried {' and '.join(map(str, missing[0]))}{more}. "
+            f"Copy all images of the release into {images} (as .png, or re-encoded as .jpg with the same stem). {fix}"
+        )
+    return paths
+
+
+def _decode_mhist_image(path: Path, size: int) -> Tensor:
+    """The image at ``path`` as uint8 ``(3, size, size)``.
+
+    It must be 224×224 RGB; it is then resized (bilinear, antialiased) when ``size`` differs.
+    """
+    from PIL import Image
+
+    fix = "Replace it with the image of the same name from the MHIST release."
+    expected = ("RGB", (MHIST_IMAGE_SIZE, MHIST_IMAGE_SIZE))
+    try:
+        with Image.open(path) as image:
+            image.load()
+            found = (image.mode, image.size)
+            if found == expected:
+                resized = image if size == MHIST_IMAGE_SIZE else image.resize((size, size), Image.BILINEAR)
+                pixels = bytearray(resized.tobytes())
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow reports broken files with any of these
+        raise CorruptDataError(f"cannot decode the MHIST image {path} ({type(error).__name__}: {error}). {fix}") from error
+    if found != expected:
+        raise CorruptDataError(f"the MHIST image {path} is {found[1][0]}×{found[1][1]} {found[0]}, expected 224×224 RGB. {fix}")
+    return torch.frombuffer(pixels, dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
+
+
+def _decode_mhist(paths: list[Path], size: int, workers: int) -> Tensor:
+    """Decode ``paths`` into one uint8 tensor ``(N, 3, size, size)``, ``workers`` images at a time."""
+    images = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
+
+    def decode(index: int) -> None:
+        images[index] = _decode_mhist_image(paths[index], size)
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for _ in pool.map(decode, range(len(paths))):
+            pass
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a broken image, do not decode the rest
+    return images
+
+
+def _channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images ``x`` ``(N, C, H, W)`` in [0, 1] units (exact, from histograms)."""
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for channel in x.unbind(1):
+        share = torch.bincount(channel.flatten(), minlength=256).double()
+        share /= share.sum()
+        mean = (share * levels).sum()
+        means.append(mean.item())
+        stds.append((share * (levels - mean).square()).sum().sqrt().item())
+    return tuple(means), tuple(stds)
+
+
+def load_mhist(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    size: int = MHIST_IMAGE_SIZE,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    limit: int | None = None,
+    workers: int | None = None,
+) -> MhistData:
+    """Load MHIST (3,152 colorectal polyp patches, 224×224 RGB, HP vs SSA) as uint8 tensors ``(N, 3, size, size)``.
+
+    Reads ``root/mhist/annotations.csv`` (the official file; ``root`` may also be the mhist folder
+    itself; default: :func:`kdcourse.paths.data_root`) and the images it names from
+    ``root/mhist/images/``, each as the CSV's name or the same stem with the other extension (the
+    release has .png, a re-encoded copy .jpg). The test split is the official ``test`` partition; a
+    validation split stratified by label (``val_fraction`` of it, fixed by ``split_seed``) is carved
+    from the official ``train`` partition and the rest is the training split, so model selection
+    never sees the test set. All 3,152 images take about 0.47 GB at 224 px.
+
+    Args:
+        size: side of the returned images in pixels; images are checked to be 224×224 and then resized.
+        limit: keep at most this many images per split (stratified, seeded), for quick smoke runs.
+        workers: decoding threads (default: the number of CPUs, at most 8).
+
+    Raises:
+        MissingDataError: the CSV, the images folder or a listed image is absent; the message says how
+            to obtain MHIST (it cannot be downloaded) and where to put it.
+        CorruptDataError: the CSV is unreadable, lacks a column or has a bad row (unknown label or
+            partition, votes outside 0–7 or against the majority label), or an image does not decode
+            or is not 224×224 RGB; the message names the file.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1 pixel, got {size}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    base = data_root(root)
+    folder = base if (base / "annotations.csv").is_file() else base / "mhist"
+    csv_path = folder / "annotations.csv"
+    fix = (
+        f"MHIST cannot be downloaded: request it from its authors through the request form on the MHIST web site "
+        f"({MHIST_URL}), then put the official annotations.csv at {csv_path} and the images in {folder / 'images'} "
+        f"(the folder `root`/mhist; pass root=... or set {DATA_ENV})."
+    )
+    if not csv_path.is_file():
+        raise MissingDataError(f"MHIST is not in {folder}: {csv_path} does not exist. {fix}")
+    names, labels, votes, partitions = _read_mhist_csv(csv_path)
+    y, v = torch.tensor(labels), torch.tensor(votes)
+    in_train = torch.tensor([partition == "train" for partition in partitions])
+    official_train, test = in_train.nonzero().squeeze(1), (~in_train).nonzero().squeeze(1)
+    n_val = round(val_fraction * len(official_train))
+    if not 0 < n_val < len(official_train):
+        raise ValueError(
+            f"val_fraction={val_fraction} of the {len(official_train)} training images in {csv_path} "
+            "leaves no validation or no training image"
+        )
+    rest, held_out = stratified_split(y[official_train], n_val, split_seed)
+    splits = [official_train[rest], official_train[held_out], test]
+    if limit is not None:
+        splits = [idx if len(idx) <= limit else idx[stratified_split(y[idx], limit, split_seed)[1]] for idx in splits]
+    order = torch.cat(splits)
+    selected = [names[i] for i in order.tolist()]
+    x = _decode_mhist(_mhist_image_paths(csv_path, selected, fix), size, workers or min(8, os.cpu_count() or 1))
+    bounds = torch.tensor([0] + [len(idx) for idx in splits]).cumsum(0).tolist()
+    train, val_split, test_split = (
+        MhistSplit(x[a:b], y[order[a:b]], v[order[a:b]], tuple(selected[a:b])) for a, b in zip(bounds, bounds[1:])
+    )
+    return MhistData(train, val_split, test_split, *_channel_stats(train.x))
+
+
 class TensorBatches:
     """Shuffled mini-batches over tensors that share their first dimension.
 
@@ -321,3 +595,61 @@ def random_shift(x: Tensor, generator: torch.Generator, max_shift: int = 2, fill
     cols = (torch.arange(width).view(1, 1, width) + dx).expand(n, height, width)
     batch = torch.arange(n).view(n, 1, 1).expand(n, height, width)
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Map each square image of ``x`` ``(N, C, H, H)`` (any dtype) by its own random flip / 90° rotation.
+
+    Each image gets one of the 8 symmetries of the square (the dihedral group: 4 rotations, each
+    with or without a horizontal flip; random horizontal and vertical flips plus a random rotation
+    give the same 8, uniformly), drawn from ``generator`` (a CPU generator, also for ``x`` on a GPU).
+    For histology: tissue on a slide has no canonical orientation, so all 8 views are equally
+    valid, and they only permute pixels, so no interpolation blurs the image and its pixel
+    statistics stay exactly the same. Images are grouped by their symmetry, so there is no
+    per-image Python loop.
+    """
+    if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"augment_batch needs square images (N, C, H, H), got shape {tuple(x.shape)}")
+    codes = torch.randint(0, 8, (len(x),), generator=generator).to(x.device)
+    out = torch.empty_like(x)
+    for code in range(8):
+        index = (codes == code).nonzero().squeeze(1)
+        group = x[index].flip(-1) if code >= 4 else x[index]
+        out[index] = group.rot90(code % 4, dims=(-2, -1))
+    return out
+
+
+def normalise_images(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """uint8 images ``(N, C, H, W)`` (0–255) as float32 ``(x / 255 − mean) / std``.
+
+    ``mean`` and ``std`` hold one value per channel, in [0, 1] units (e.g. :class:`MhistData`'s).
+    """
+    if x.dtype != torch.uint8 or x.dim() != 4 or not len(mean) == len(std) == x.shape[1]:
+        raise ValueError(f"normalise_images needs uint8 images (N, C, H, W) and C means and stds, got {x.dtype} {tuple(x.shape)}, "
+                         f"{len(mean)} means, {len(std)} stds")
+    shape = (1, -1, 1, 1)
+    mean_tensor = torch.tensor(mean, device=x.device).view(shape)
+    std_tensor = torch.tensor(std, device=x.device).view(shape)
+    return x.float().div_(255.0).sub_(mean_tensor).div_(std_tensor)
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """A ``transform`` for :class:`TensorBatches` over uint8 images (e.g. :class:`MhistSplit` ``x``).
+
+    Moves each batch to ``device`` (if given, so that the work below runs there), applies
+    :func:`augment_batch` when ``augment`` is true (training) and returns :func:`normalise_images`
+    of it: float32 ``(N, C, H, W)``. Use ``augment=False`` for validation and test batches.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool = True
+    device: str | torch.device | None = None
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        if self.device is not None:
+            x = x.to(self.device, non_blocking=True)
+        if self.augment:
+            x = augment_batch(x, generator)
+        return normalise_images(x, self.mean, self.std)
