@@ -121,3 +121,33 @@ def test_paired_against_unpenalised(mnist_outcome) -> None:
     a = runs[(runs.alpha == 0.5) & (runs.beta == 0.05)].set_index("seed").test_accuracy
     b = runs[(runs.alpha == 0.5) & (runs.beta == 0.0)].set_index("seed").test_accuracy
     assert paired.loc[(0.5, 0.05), "mean"] == pytest.approx(((a - b) * 100).mean())
+    assert paired.loc[(0.5, 0.05), "verdict"] in ("clears the noise", "suggestive", "within noise")
+    assert paired.loc[(0.5, 0.05), "low"] <= paired.loc[(0.5, 0.05), "mean"] <= paired.loc[(0.5, 0.05), "high"]
+
+
+def test_effects_against_undistilled_pair_each_alpha_with_alpha_zero(mnist_outcome) -> None:
+    runs = mnist_outcome["first"].runs
+    effects = nuclear.effects_against_undistilled(runs)
+    assert sorted(effects) == [(0.5, 0.0), (0.5, 0.05)]
+    a = runs[(runs.alpha == 0.5) & (runs.beta == 0.05)].set_index("seed").test_accuracy
+    b = runs[(runs.alpha == 0.0) & (runs.beta == 0.05)].set_index("seed").test_accuracy
+    assert effects[(0.5, 0.05)].mean == pytest.approx(((a - b) * 100).mean())
+    ranks = nuclear.effects_against_unpenalised(runs, "chosen_rank", scale=1, unit="ranks")
+    assert ranks[(0.5, 0.05)].unit == "ranks" and ranks[(0.5, 0.05)].mean == 0  # every chosen rank is 4 (see above)
+    assert list(nuclear.effect_table(ranks).index.names) == ["alpha", "beta"]
+
+
+def test_repeated_latency_times_every_model_in_turns() -> None:
+    candidates = nuclear.cost_models(lambda: mlp([16], in_features=12), mlp([8], in_features=12), (2, 4))
+    assert [(name, rank) for name, _, rank in candidates] == [
+        ("teacher", None), ("student (dense)", None), ("student, W₁ at rank 2", 2), ("student, W₁ at rank 4", 4)]
+    threads = torch.get_num_threads()
+    timings = nuclear.repeated_latency(candidates, (12,), repeats=3, batch_sizes=(1, 8), threads=1)
+    assert torch.get_num_threads() == threads  # restored
+    assert len(timings) == 4 * 2 * 3 and (timings.ms_per_image > 0).all() and set(timings.threads) == {1}
+    summary = nuclear.latency_summary(timings)
+    assert list(summary.model) == [name for name, _, _ in candidates for _ in (1, 8)]
+    assert (summary.low <= summary["median"]).all() and (summary["median"] <= summary.high).all()
+    assert (summary.repeats == 3).all() and (summary.spread >= 0).all()
+    with pytest.raises(ValueError, match="repeats"):
+        nuclear.repeated_latency(candidates, (12,), repeats=0)

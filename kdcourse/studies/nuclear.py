@@ -16,6 +16,7 @@ same batches.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +30,17 @@ from .. import data as kd_data
 from .. import distill, hardware, models, paths
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..lowrank import first_linear, linear_macs, nuclear_norm, nuclear_penalty_loss, replace_first_linear, singular_values
+from ..effects import Effect, paired_effect
 from ..metrics import classification_scores
 from ..profiling import count_macs, measure_latency
 from ..train import fit, predict_logits
 from . import mnist_distillation
-from .common import config_key, paired_difference, with_overrides
+from .common import config_key, with_overrides
 
 __all__ = [
     "NuclearConfig", "PROFILES", "EUROSAT_PROFILES", "NuclearTask", "NuclearOutcome", "config_for", "mnist_task",
-    "eurosat_task", "run_study", "energy_rank", "arm_summary", "paired_against_unpenalised",
+    "eurosat_task", "run_study", "energy_rank", "arm_summary", "effects_against_unpenalised", "effects_against_undistilled",
+    "effect_table", "paired_against_unpenalised", "cost_models", "repeated_latency", "latency_summary",
 ]
 
 
@@ -258,19 +261,69 @@ def run_study(config: NuclearConfig, task: NuclearTask, *, run_root: Path | None
                           pd.DataFrame(teacher_rows), train_seconds, teacher_seconds)
 
 
+def cost_models(student: Callable[[], nn.Module], teacher: nn.Module, ranks: tuple[int, ...]) -> list[tuple[str, nn.Module, int | None]]:
+    """``(name, model, rank)`` of the teacher, the dense student and the student with ``W₁`` at each rank, on the CPU in float32.
+
+    Latency and MACs depend on the architecture only, not on the trained weights, so ``student`` may be a fresh one."""
+    dense = student().eval()
+    candidates: list[tuple[str, nn.Module, int | None]] = [("teacher", teacher.cpu().eval(), None), ("student (dense)", dense, None)]
+    candidates += [(f"student, W₁ at rank {r}", replace_first_linear(dense, r), r) for r in sorted(ranks)]
+    return [(name, model.float(), rank) for name, model, rank in candidates]
+
+
 def _cost_table(task: NuclearTask, teacher: nn.Module, macs_of_rank: dict[int, int], ranks: tuple[int, ...]) -> pd.DataFrame:
     """MACs, parameters and CPU latency of the teacher, the dense student and the student factorised at each rank."""
-    student = task.student().eval()
-    candidates: list[tuple[str, nn.Module, int | None]] = [("teacher", teacher.cpu().eval(), None), ("student (dense)", student, None)]
-    candidates += [(f"student, W₁ at rank {r}", replace_first_linear(student, r), r) for r in sorted(ranks)]
     rows = []
-    for name, model, rank in candidates:
-        model = model.float()
+    for name, model, rank in cost_models(task.student, teacher, ranks):
         rows.append({"model": name, "rank": rank, "parameters": models.count_parameters(model),
                      "macs": macs_of_rank[rank] if rank is not None else count_macs(model, task.input_shape),
                      "latency_ms_batch1": measure_latency(model, task.input_shape, 1, repeats=50),
                      "latency_ms_per_image_batch256": measure_latency(model, task.input_shape, 256, repeats=10)})
     return pd.DataFrame(rows)
+
+
+def repeated_latency(candidates: list[tuple[str, nn.Module, int | None]], input_shape: tuple[int, ...], *, repeats: int = 5,
+                     batch_sizes: tuple[int, ...] = (1, 256), threads: int | None = None) -> pd.DataFrame:
+    """Time every candidate ``repeats`` times in this process, one repeat of all of them after another.
+
+    Each timing is :func:`kdcourse.profiling.measure_latency` (the median of 50 forward passes for a batch of
+    one, of 10 for larger batches, after a warm-up). Taking the repeats in turns spreads a change of load
+    over all models alike. ``threads`` sets PyTorch's intra-op threads for the measurement (``None``:
+    as they are) and restores them after. One row per (model, batch, repeat): ``model``, ``rank``,
+    ``threads``, ``batch``, ``repeat``, ``ms_per_image``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        used = torch.get_num_threads()
+        rows = []
+        for repeat in range(repeats):
+            for name, model, rank in candidates:
+                for batch in batch_sizes:
+                    rows.append({"model": name, "rank": rank, "threads": used, "batch": batch, "repeat": repeat,
+                                 "ms_per_image": measure_latency(model, input_shape, batch, repeats=50 if batch == 1 else 10)})
+    finally:
+        torch.set_num_threads(previous)
+    return pd.DataFrame(rows)
+
+
+def latency_summary(timings: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, threads, batch) of :func:`repeated_latency`: the ``median``, ``low`` and ``high`` over repeats
+    (ms per image), ``spread`` = (high − low) / median in percent, and ``repeats``; models in their first order."""
+    order = {name: i for i, name in enumerate(dict.fromkeys(timings.model))}
+    rows = []
+    for (name, threads, batch), group in timings.groupby(["model", "threads", "batch"], sort=False):
+        values = group.ms_per_image.tolist()
+        median = statistics.median(values)
+        rows.append({"model": name, "rank": group["rank"].iloc[0], "threads": threads, "batch": batch, "median": median,
+                     "low": min(values), "high": max(values), "spread": 100 * (max(values) - min(values)) / median,
+                     "repeats": len(values)})
+    table = pd.DataFrame(rows)
+    return table.sort_values(["threads", "batch"], kind="stable").sort_values("model", key=lambda m: m.map(order), kind="stable") \
+        .reset_index(drop=True)
 
 
 def arm_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -282,12 +335,46 @@ def arm_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def paired_against_unpenalised(runs: pd.DataFrame, column: str = "test_accuracy") -> pd.DataFrame:
-    """For every α and β > 0: ``column`` minus the β = 0 student of the same α and seed, in points (mean, std, seeds)."""
-    rows = []
+def _paired_effects(runs: pd.DataFrame, column: str, against: str, scale: float, unit: str) -> dict[tuple[float, float], Effect]:
+    """For every (α, β) whose ``against`` (``"alpha"`` or ``"beta"``) is not 0: ``column`` minus the arm with
+    ``against`` = 0 and the other setting the same, paired by seed. Arms with fewer than two seeds where
+    both values are present (a missing chosen rank is NaN) are left out."""
+    other = "beta" if against == "alpha" else "alpha"
+    effects = {}
     for (alpha, beta), group in runs.groupby(["alpha", "beta"]):
-        if beta == 0:
+        setting = {"alpha": alpha, "beta": beta}
+        if setting[against] == 0:
             continue
-        reference = runs[(runs.alpha == alpha) & (runs.beta == 0)].set_index("seed")[column]
-        rows.append({"alpha": alpha, "beta": beta, **paired_difference(group.set_index("seed")[column], reference)})
-    return pd.DataFrame(rows).set_index(["alpha", "beta"])
+        reference = runs[(runs[against] == 0) & (runs[other] == setting[other])].set_index("seed")[column]
+        values = group.set_index("seed")[column]
+        if pd.concat([values, reference], axis=1).dropna().shape[0] < 2:
+            continue
+        effects[(alpha, beta)] = paired_effect(values, reference, scale=scale, unit=unit)
+    return effects
+
+
+def effects_against_unpenalised(runs: pd.DataFrame, column: str = "test_accuracy", *, scale: float = 100.0,
+                                unit: str = "points") -> dict[tuple[float, float], Effect]:
+    """For every α and β > 0: the paired effect (:func:`kdcourse.effects.paired_effect`, by seed) of the penalty
+    on ``column``, against the β = 0 student of the same α. Fractions become points by default; for ranks
+    or MACs pass ``scale=1`` and a ``unit``."""
+    return _paired_effects(runs, column, "beta", scale, unit)
+
+
+def effects_against_undistilled(runs: pd.DataFrame, column: str = "test_accuracy", *, scale: float = 100.0,
+                                unit: str = "points") -> dict[tuple[float, float], Effect]:
+    """For every α > 0 and β: the paired effect of distillation on ``column``, against the α = 0 student of the same β."""
+    return _paired_effects(runs, column, "alpha", scale, unit)
+
+
+def effect_table(effects: dict[tuple[float, float], Effect]) -> pd.DataFrame:
+    """The effects as a table indexed by (α, β), one column per field of :meth:`Effect.as_dict` (with the verdict)."""
+    rows = [{"alpha": alpha, "beta": beta, **effect.as_dict()} for (alpha, beta), effect in effects.items()]
+    columns = ["alpha", "beta", *Effect(0, 0, 0, 0, 0, 0, 0, 1).as_dict()]
+    return pd.DataFrame(rows, columns=columns).set_index(["alpha", "beta"])
+
+
+def paired_against_unpenalised(runs: pd.DataFrame, column: str = "test_accuracy") -> pd.DataFrame:
+    """For every α and β > 0: ``column`` minus the β = 0 student of the same α and seed, in points, as an
+    :func:`effect_table` (``mean``, ``std``, ``n``, the intervals, ``p_value`` and ``verdict``)."""
+    return effect_table(effects_against_unpenalised(runs, column))
