@@ -28,11 +28,15 @@ def number_text(value: float, digits: int = 2) -> str:
     return "−" + text[1:] if text.startswith("-") else text
 
 
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
     """``"98.94 ± 0.03"``; the mean alone when ``std`` is missing; :data:`MISSING` when ``mean`` is."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if _missing(mean):
         return MISSING
-    if std is None or (isinstance(std, float) and math.isnan(std)):
+    if _missing(std):
         return number_text(mean, digits)
     return f"{number_text(mean, digits)} ± {std:.{digits}f}"
 
@@ -91,11 +95,9 @@ def _merge_pairs(frame: pd.DataFrame, digits: int, scale: float) -> pd.DataFrame
 
 
 def _cell(value: object, digits: int) -> str:
-    if value is None:
+    if _missing(value):
         return MISSING
     if isinstance(value, float):
-        if math.isnan(value):
-            return MISSING
         return number_text(value, digits)
     if hasattr(value, "item"):  # numpy scalar
         return _cell(value.item(), digits)
@@ -130,9 +132,9 @@ def readable(
 
 def _column_text(column: pd.Series, digits: int) -> list[str]:
     """Cells of one column; a float column whose values are all whole numbers prints as integers."""
-    present = [v for v in column if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    present = [v for v in column if not _missing(v)]
     whole = bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
                                   for v in present)
     if whole:
-        return [MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v)) for v in column]
+        return [MISSING if _missing(v) else str(int(v)) for v in column]
     return [_cell(v, digits) for v in column]

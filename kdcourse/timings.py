@@ -66,12 +66,9 @@ def record_commands(root: Path, precision: str = "auto") -> Path:
     used) with the total wall times, every chapter's smoke time, the number of tests passed and the
     provenance; returns the file. Run it on an otherwise idle machine.
     """
-    import torch
-
     env = {**os.environ, hardware.PRECISION_ENV: precision}
-    dtype = hardware.autocast_dtype(torch.device("cpu")) if precision == "auto" else (
-        torch.bfloat16 if precision == "bf16" else None)
-    name = "bf16" if dtype == torch.bfloat16 else "fp32"
+    # what "auto" means for the child processes: bf16 exactly where the CPU computes it natively
+    name = precision if precision != "auto" else ("bf16" if hardware.native_bf16("cpu") else "fp32")
     book_seconds, _ = _run_timed([sys.executable, "-m", "kdcourse", "book"], root, env)
     chapters = json.loads((root / "_build" / "executed" / "timings.json").read_text())
     chapters.pop("profile", None)
