@@ -22,12 +22,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcourse import results
+from kdcourse.metrics import roc_auc
 
-__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled"]
+__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "METRICS"]
 
 LossFn = Callable[..., Tensor]
 OutputMap = Callable[[Tensor], Tensor]  # model outputs (N, K) → class logits (N, C)
+Metric = Callable[[Tensor, Tensor], float]  # (class logits (N, C), labels (N,)) → score, higher is better
 SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+def _accuracy(logits: Tensor, targets: Tensor) -> float:
+    return (logits.argmax(-1) == targets).float().mean().item()
+
+
+# validation metrics that ``fit`` can select the best epoch on, by name
+METRICS: dict[str, Metric] = {"accuracy": _accuracy, "auc": roc_auc}
 
 
 def progress_enabled() -> bool:
@@ -75,24 +85,33 @@ def evaluate(
     device: str | torch.device = "cpu",
     amp_dtype: torch.dtype | None = None,
     class_logits: OutputMap | None = None,
+    metric: str = "accuracy",
 ) -> dict[str, float | list[float]]:
-    """Cross-entropy (nats per sample) and accuracy (fraction in [0, 1]) of ``model`` on ``(x, y)``.
+    """Cross-entropy (nats per sample), accuracy (fraction in [0, 1]) and ``metric`` (a name in
+    :data:`METRICS`, e.g. ``"auc"``) of ``model`` on ``(x, y)``.
 
-    For a stacked model returning ``(G, N, C)`` logits (see :class:`kdcourse.distill.StackedMLP`)
-    both values are lists with one entry per member. ``class_logits`` maps the model's outputs to
-    the class logits that ``y`` refers to (e.g. log-sum-exp over subclasses); default: identity.
+    ``x`` is an input tensor or an iterable of batches (see :func:`predict_logits`). For a stacked
+    model returning ``(G, N, C)`` logits (see :class:`kdcourse.distill.StackedMLP`) the values are
+    lists with one entry per member. ``class_logits`` maps the model's outputs to the class logits
+    that ``y`` refers to (e.g. log-sum-exp over subclasses); default: identity.
     """
+    score = _metric(metric)
     logits = predict_logits(model, x, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
     if class_logits is not None:
         logits = class_logits(logits)
-    if logits.dim() == 3:
-        losses = torch.stack([F.cross_entropy(member, y) for member in logits])
-        accuracies = (logits.argmax(-1) == y).float().mean(-1)
-        return {"loss": losses.tolist(), "accuracy": accuracies.tolist()}
-    return {
-        "loss": F.cross_entropy(logits, y).item(),
-        "accuracy": (logits.argmax(1) == y).float().mean().item(),
+    members = list(logits) if logits.dim() == 3 else [logits]
+    values = {
+        "loss": [F.cross_entropy(member, y).item() for member in members],
+        "accuracy": [_accuracy(member, y) for member in members],
+        metric: [score(member, y) for member in members],
     }
+    return {name: v if logits.dim() == 3 else v[0] for name, v in values.items()}
+
+
+def _metric(name: str) -> Metric:
+    if name not in METRICS:
+        raise ValueError(f"unknown validation metric {name!r}; choose one of {sorted(METRICS)}")
+    return METRICS[name]
 
 
 @dataclass
@@ -100,8 +119,10 @@ class FitResult:
     """What ``fit`` returns and stores in its checkpoint.
 
     ``history`` has one dict per epoch: ``epoch`` (1-based), ``train_loss``, ``val_loss``,
-    ``val_accuracy``, ``lr`` and ``seconds`` (wall time of the epoch). For a stacked model the
-    validation values, ``best_epoch`` and ``best_val_accuracy`` are lists with one entry per member.
+    ``val_accuracy`` (and ``val_<metric>`` when the selection metric is not accuracy), ``lr`` and
+    ``seconds`` (wall time of the epoch). ``metric`` names the validation metric the best epoch was
+    selected on and ``best_val_score`` is its best value. For a stacked model the validation values,
+    ``best_epoch`` and ``best_val_score`` are lists with one entry per member.
     ``sessions`` has one dict per process that trained epochs of the run: ``commit`` (see
     :func:`kdcourse.results.code_commit`), ``device``, ``started``/``ended`` (UTC), ``epochs`` and
     ``seconds``, so that a resumed run still names the code that trained it.
@@ -109,7 +130,8 @@ class FitResult:
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int | list[int] = 0
-    best_val_accuracy: float | list[float] = -math.inf
+    best_val_score: float | list[float] = -math.inf
+    metric: str = "accuracy"
     stopped_early: bool = False
     finished: bool = False
     sessions: list[dict] = field(default_factory=list)
@@ -154,19 +176,21 @@ def fit(
     progress: bool | None = None,
     description: str = "train",
     class_logits: OutputMap | None = None,
+    val_metric: str = "accuracy",
 ) -> FitResult:
     """Train ``model`` with Adam (AdamW when ``weight_decay`` > 0) and return its :class:`FitResult`.
 
     Args:
         model: a module returning logits ``(N, C)``, or a stacked model returning ``(G, N, C)``
             whose state tensors all have the member index as their first dimension (then each
-            member is selected on its own validation accuracy).
+            member is selected on its own validation score).
         train_batches: iterable of ``(inputs, targets, *extras)``; if it has ``set_epoch`` (like
             :class:`kdcourse.data.TensorBatches`) it is called with the 0-based epoch.
         loss_fn: ``loss_fn(logits, targets, *extras) -> scalar``; default cross-entropy.
         epochs: maximum number of epochs.
-        val_data: ``(x_val, y_val)`` evaluated after each epoch; the best epoch by validation
-            accuracy is selected (and its weights restored when ``restore_best``).
+        val_data: ``(x_val, y_val)`` evaluated after each epoch (``x_val`` a tensor or an iterable
+            of input batches in a fixed order); the best epoch by ``val_metric`` is selected (and its
+            weights restored when ``restore_best``).
         lr, weight_decay: optimiser settings.
         schedule: ``"constant"``, ``"cosine"`` (to zero over the run) or ``"onecycle"``; stepped per batch.
         early_stopping_patience: stop after this many epochs in which no member improved on validation.
@@ -177,6 +201,8 @@ def fit(
         amp_dtype: e.g. ``torch.bfloat16`` to run forward passes in mixed precision.
         progress: show a progress bar (default: :func:`progress_enabled`).
         class_logits: maps the model's outputs to class logits for validation (see :func:`evaluate`).
+        val_metric: the validation metric that selects the best epoch, a name in :data:`METRICS`
+            (``"accuracy"``; ``"auc"`` for a two-class problem with imbalanced classes).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -186,15 +212,16 @@ def fit(
         raise ValueError(f"lr must be > 0, got {lr}")
     if early_stopping_patience is not None and (val_data is None or early_stopping_patience < 1):
         raise ValueError("early stopping needs val_data and a patience >= 1")
+    _metric(val_metric)
     device = torch.device(device)
     loss_fn = loss_fn or (lambda logits, targets, *_: F.cross_entropy(logits.float(), targets))
     model.to(device)
     # the fused kernel makes one pass over each parameter: the update is memory-bound for MLPs
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
     scheduler = _make_scheduler(optimizer, schedule, epochs, len(train_batches), lr)  # type: ignore[arg-type]
-    result = FitResult()
+    result = FitResult(metric=val_metric)
     best_state: dict[str, Tensor] | None = None
-    best_accuracy: Tensor | None = None  # (G,) best validation accuracy per member
+    best_score: Tensor | None = None  # (G,) best validation score per member
     best_epoch: Tensor | None = None
     stale_epochs = 0
     torch.manual_seed(seed)
@@ -207,7 +234,7 @@ def fit(
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        best_state, best_accuracy, best_epoch = state["best_model"], state["best_accuracy"], state["best_epoch"]
+        best_state, best_score, best_epoch = state["best_model"], state["best_score"], state["best_epoch"]
         stale_epochs = state["stale_epochs"]
         result = FitResult(**state["result"])
         if result.finished:
@@ -248,26 +275,27 @@ def fit(
             total_count += len(targets)
         record: dict = {"epoch": epoch + 1, "train_loss": (total_loss / total_count).item(), "lr": optimizer.param_groups[0]["lr"]}
         if val_data is not None:
-            scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype, class_logits=class_logits)
-            record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
-            accuracy = torch.tensor(_as_list(scores["accuracy"]))
+            scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype, class_logits=class_logits,
+                              metric=val_metric)
+            record.update({f"val_{name}": value for name, value in scores.items()})
+            score = torch.tensor(_as_list(scores[val_metric]))
             state_now = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if best_state is None:
-                improved = torch.ones_like(accuracy, dtype=torch.bool)
-                best_state, best_accuracy, best_epoch = state_now, accuracy, torch.full_like(accuracy, epoch + 1)
+                improved = torch.ones_like(score, dtype=torch.bool)
+                best_state, best_score, best_epoch = state_now, score, torch.full_like(score, epoch + 1)
             else:
-                improved = accuracy > best_accuracy
+                improved = score > best_score
                 for key, value in state_now.items():
                     if value.dim() == 0 or len(improved) == 1:
                         if improved.all():
                             best_state[key] = value
                     else:
                         best_state[key][improved] = value[improved]
-                best_accuracy = torch.where(improved, accuracy, best_accuracy)
-                best_epoch = torch.where(improved, torch.full_like(accuracy, epoch + 1), best_epoch)
+                best_score = torch.where(improved, score, best_score)
+                best_epoch = torch.where(improved, torch.full_like(score, epoch + 1), best_epoch)
             stale_epochs = 0 if improved.any() else stale_epochs + 1
             stacked = isinstance(scores["accuracy"], list)
-            result.best_val_accuracy = best_accuracy.tolist() if stacked else best_accuracy.item()
+            result.best_val_score = best_score.tolist() if stacked else best_score.item()
             result.best_epoch = best_epoch.int().tolist() if stacked else int(best_epoch.item())
         else:
             result.best_epoch = epoch + 1
@@ -288,7 +316,7 @@ def fit(
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": torch.get_rng_state(),
                     "best_model": best_state,
-                    "best_accuracy": best_accuracy,
+                    "best_score": best_score,
                     "best_epoch": best_epoch,
                     "stale_epochs": stale_epochs,
                     "result": asdict(result),

@@ -206,10 +206,10 @@ def test_fit_selects_the_best_epoch_of_each_member_separately(task) -> None:
     accuracies = [h["val_accuracy"] for h in result.history]
     for g in range(2):
         per_epoch = [a[g] for a in accuracies]
-        assert result.best_val_accuracy[g] == max(per_epoch)
+        assert result.best_val_score[g] == max(per_epoch)
         assert result.best_epoch[g] == per_epoch.index(max(per_epoch)) + 1
     assert result.best_epoch[0] > result.best_epoch[1]
-    assert evaluate(model, x, y)["accuracy"] == pytest.approx(result.best_val_accuracy)
+    assert evaluate(model, x, y)["accuracy"] == pytest.approx(result.best_val_score)
     for g in range(2):  # each member holds the weights of its own best epoch
         at_best, _ = trained(result.best_epoch[g], restore_best=False)
         assert_close_modules(model.member(g), at_best.member(g), atol=0)

@@ -142,7 +142,7 @@ def test_finished_checkpoint_returns_without_training(problem, tmp_path: Path) -
     again_result = fit(again, batches, must_not_train, epochs=2, val_data=problem["val"], lr=5e-3, checkpoint=checkpoint, progress=False)
     assert again_result.history == result.history
     assert again_result.best_epoch == result.best_epoch
-    assert again_result.best_val_accuracy == result.best_val_accuracy
+    assert again_result.best_val_score == result.best_val_score
     assert_same_weights(again, model)
 
 
@@ -177,10 +177,10 @@ def test_fit_restores_the_weights_of_the_best_validation_epoch(problem) -> None:
     model = small_net()
     result = fit(model, batches, epochs=4, val_data=(x_val, flipped), lr=3e-3, progress=False)
     accuracies = [h["val_accuracy"] for h in result.history]
-    assert result.best_val_accuracy == max(accuracies)
+    assert result.best_val_score == max(accuracies)
     assert result.best_epoch == accuracies.index(max(accuracies)) + 1
     assert result.best_epoch < len(accuracies)  # otherwise restoring would not be tested
-    assert evaluate(model, x_val, flipped)["accuracy"] == result.best_val_accuracy
+    assert evaluate(model, x_val, flipped)["accuracy"] == result.best_val_score
 
     # the restored weights are exactly those after the best epoch
     stopped_there = small_net()
@@ -189,7 +189,7 @@ def test_fit_restores_the_weights_of_the_best_validation_epoch(problem) -> None:
 
     last = small_net()
     fit(last, batches, epochs=4, val_data=(x_val, flipped), lr=3e-3, restore_best=False, progress=False)
-    assert evaluate(last, x_val, flipped)["accuracy"] == accuracies[-1] != result.best_val_accuracy
+    assert evaluate(last, x_val, flipped)["accuracy"] == accuracies[-1] != result.best_val_score
 
 
 @pytest.mark.parametrize(("schedule", "final_below"), [("cosine", 1e-8), ("onecycle", 1e-3)])
@@ -265,5 +265,5 @@ def test_fit_selects_epochs_on_mapped_validation_accuracy(tmp_path: Path) -> Non
     result = fit(model, TensorBatches(x, y, batch_size=16, seed=0), lambda out, t: F.cross_entropy(to_classes(out), t), epochs=3,
                  val_data=(x, y), lr=0.05, class_logits=to_classes, checkpoint=tmp_path / "run.ckpt")
     best = max(h["val_accuracy"] for h in result.history)
-    assert result.best_val_accuracy == pytest.approx(best)
+    assert result.best_val_score == pytest.approx(best)
     assert evaluate(model, x, y, class_logits=to_classes)["accuracy"] == pytest.approx(best)

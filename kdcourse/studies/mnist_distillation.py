@@ -173,7 +173,7 @@ def _train_students(
         test_logits = predict_logits(stack, dataset.test.x, amp_dtype=amp, device=device)
         for index, (kind, temperature, alpha) in enumerate(chunk):
             rows.append({"seed": seed, "model": kind, "temperature": temperature if kind == "kd" else np.nan,
-                         "alpha": alpha if kind == "kd" else np.nan, "val_accuracy": result.best_val_accuracy[index],
+                         "alpha": alpha if kind == "kd" else np.nan, "val_accuracy": result.best_val_score[index],
                          "best_epoch": result.best_epoch[index], **_scores_row(test_logits[index], dataset.test.y)})
             if (kind, temperature, alpha) == ("kd", *config.headline):
                 kept["kd"] = stack.member(index)
@@ -208,7 +208,7 @@ def run_study(
         epoch_seconds["teacher"] = teacher_fit.train_seconds / len(teacher_fit.history)
         teacher_test = predict_logits(teacher, dataset.test.x, amp_dtype=amp, device=device)
         rows.append({"seed": seed, "model": "teacher", "temperature": np.nan, "alpha": np.nan,
-                     "val_accuracy": teacher_fit.best_val_accuracy, "best_epoch": teacher_fit.best_epoch,
+                     "val_accuracy": teacher_fit.best_val_score, "best_epoch": teacher_fit.best_epoch,
                      **_scores_row(teacher_test, dataset.test.y)})
         student_rows, students, seconds = _train_students(config, dataset, seed, soft_targets, run_dir, amp, device)
         rows += student_rows

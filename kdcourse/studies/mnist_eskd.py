@@ -106,7 +106,7 @@ def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path 
             val_data=(dataset.val.x, dataset.val.y), lr=config.student_lr, schedule="cosine", seed=seed, device=device,
             amp_dtype=amp, checkpoint=run_dir / f"seed{seed}_student_{name}.ckpt", description=f"student {name}",
         )
-        return accuracy(net), result.best_val_accuracy, result.train_seconds
+        return accuracy(net), result.best_val_score, result.train_seconds
 
     for seed in config.seeds:
         teacher_logits_final = None

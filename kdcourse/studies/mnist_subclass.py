@@ -216,7 +216,7 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
             binary_logits = class_logits if task == "binary" else class_logits_from_subclasses(class_logits, MNIST_SUBCLASSES_PER_CLASS)
             teacher_rows.append({
                 "seed": seed, "teacher": name, "task": task, "outputs": num_classes * s,
-                "val_accuracy": result.best_val_accuracy,
+                "val_accuracy": result.best_val_score,
                 "test_accuracy": _accuracy(class_logits, _task_labels(task, dataset.test.y)),
                 "binary_test_accuracy": _accuracy(binary_logits, mnist_superclass(dataset.test.y)),
                 "seconds": result.train_seconds,
@@ -271,7 +271,7 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
                 class_logits = _class_map(per_class)(test_outputs)
                 student_rows.append({
                     "seed": seed, "task": task, "regime": regime, "arm": arm, "outputs": outputs,
-                    "val_accuracy": result.best_val_accuracy,
+                    "val_accuracy": result.best_val_score,
                     "test_accuracy": _accuracy(class_logits, _task_labels(task, dataset.test.y)),
                     "seconds": result.train_seconds,
                 })

@@ -123,7 +123,7 @@ def run_study(
         logits = predict_logits(model, dataset.test.x, amp_dtype=amp, device=device)
         scores = classification_scores(logits, dataset.test.y)
         rows.append({"seed": seed, "arm": arm, "role": role, "hidden": hidden, "parameters": models.count_parameters(model),
-                     "val_accuracy": result.best_val_accuracy if result else float("nan"),
+                     "val_accuracy": result.best_val_score if result else float("nan"),
                      "test_accuracy": scores["accuracy"], "f1": scores["f1"]})
 
     for seed in config.seeds:

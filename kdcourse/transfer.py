@@ -1,0 +1,147 @@
+"""Transfer learning without paying for the frozen layers twice.
+
+When a pretrained backbone is fine-tuned with its early layers frozen, those layers compute the
+same function in every epoch. Histology augmentation here is the eight symmetries of the square
+(:func:`kdcourse.data.augment_batch`), so a frozen trunk only ever sees eight versions of each
+training image: :func:`trunk_views` computes the trunk's output for all of them once, and
+:class:`ViewBatches` then serves each image in a random one of its views, drawn exactly as
+``TensorBatches`` with an augmenting ``ImageTransform`` would draw it. Training the top of the
+network on these batches gives the same weights as training the whole network with a frozen trunk
+on augmented images (tested), at the cost of the top alone.
+
+The two phases of the usual recipe both run on such caches: *feature extraction* trains the new
+head on pooled features (``Top(..., pre_logits=True)`` of the views), *fine-tuning* trains the
+top (later stages and head) on the trunk's feature maps, at a lower learning rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .data import normalise_images
+
+__all__ = ["VIEWS", "dihedral_view", "trunk_views", "apply_in_batches", "ViewBatches"]
+
+VIEWS = 8  # the symmetries of the square: 4 rotations, each with or without a horizontal flip
+
+
+def dihedral_view(x: Tensor, code: int) -> Tensor:
+    """View ``code`` (0–7) of square images ``x`` ``(N, C, H, H)``, as :func:`kdcourse.data.augment_batch` draws it:
+    codes 4–7 flip horizontally first, then every code rotates by ``code % 4`` quarter turns."""
+    if not 0 <= code < VIEWS:
+        raise ValueError(f"a dihedral view code lies in 0–7, got {code}")
+    return (x.flip(-1) if code >= 4 else x).rot90(code % 4, dims=(-2, -1))
+
+
+@torch.no_grad()
+def apply_in_batches(
+    module: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    *,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    prepare: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """``module(prepare(inputs[i:i+b]))`` over ``inputs`` ``(N, ...)`` in batches, concatenated as float32 on the CPU.
+
+    ``prepare`` maps a batch (already on ``device``) before the module, e.g. normalisation of uint8 images."""
+    device = torch.device(device)
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size].to(device)
+        if prepare is not None:
+            batch = prepare(batch)
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False):
+            outputs.append(module(batch).float().cpu())
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def trunk_views(
+    trunk: nn.Module,
+    images: Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    views: int = VIEWS,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> Tensor:
+    """Outputs ``(views, N, C', h, w)`` (float32, CPU) of ``trunk`` in eval mode on the first ``views``
+    dihedral views of uint8 ``images`` ``(N, 3, H, H)``, normalised with ``mean``/``std``.
+
+    ``views=1`` gives the images as they are (for validation and test sets)."""
+    if not 1 <= views <= VIEWS:
+        raise ValueError(f"views must lie in 1–{VIEWS}, got {views}")
+    was_training = trunk.training
+    trunk.eval()
+
+    def prepare(batch: Tensor) -> Tensor:
+        return normalise_images(batch, mean, std).contiguous(memory_format=memory_format)
+
+    out = torch.stack([
+        apply_in_batches(trunk, dihedral_view(images, code), batch_size=batch_size, device=device, amp_dtype=amp_dtype,
+                         prepare=prepare)
+        for code in range(views)
+    ])
+    trunk.train(was_training)
+    return out
+
+
+class ViewBatches:
+    """Shuffled mini-batches over cached views: yields ``(features[v, idx], targets[idx], *extras)``.
+
+    ``features`` is ``(V, N, ...)`` (see :func:`trunk_views`); each sample of a batch comes in its own
+    random view ``v`` (0 … V−1), and every tensor of ``extras`` is indexed the same way when it has
+    the leading view dimension ``(V, N, ...)`` (e.g. teacher logits of each view), else as ``[idx]``.
+    The shuffling and the views are drawn from a generator seeded by ``(seed, epoch)`` in the order
+    :class:`kdcourse.data.TensorBatches` with an augmenting :class:`kdcourse.data.ImageTransform`
+    draws them, so both give the same batches. With ``shuffle=False`` every sample comes in view 0.
+    """
+
+    def __init__(
+        self, features: Tensor, targets: Tensor, *extras: Tensor, batch_size: int = 64, seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        if features.dim() < 2 or len(targets) != features.shape[1]:
+            raise ValueError(f"features must be (V, N, ...) with N = len(targets) = {len(targets)}, got {tuple(features.shape)}")
+        for extra in extras:
+            if extra.shape[:2] != features.shape[:2] and len(extra) != len(targets):
+                raise ValueError(f"an extra tensor of shape {tuple(extra.shape)} matches neither (V, N) nor (N,) = {len(targets)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if shuffle and len(features) != VIEWS:
+            raise ValueError(f"random views need all {VIEWS} views cached, got {len(features)} (use shuffle=False for one view)")
+        self.features, self.targets, self.extras = features, targets, extras
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffling and views of epoch ``epoch`` (``fit`` calls it)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.targets) // self.batch_size)
+
+    def _pick(self, tensor: Tensor, views: Tensor, idx: Tensor) -> Tensor:
+        if tensor.dim() >= 2 and tensor.shape[:2] == self.features.shape[:2]:
+            return tensor[views, idx]
+        return tensor[idx]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        n = len(self.targets)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.shuffle:
+                views = torch.randint(0, VIEWS, (len(idx),), generator=generator)
+            else:
+                views = torch.zeros(len(idx), dtype=torch.long)
+            yield (self.features[views, idx], self.targets[idx], *(self._pick(e, views, idx) for e in self.extras))

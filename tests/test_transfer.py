@@ -1,0 +1,79 @@
+"""Cached trunk views: the same views as the on-the-fly augmentation, and the same training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdcourse.backbones import backbone, set_trainable, split_at
+from kdcourse.data import ImageTransform, TensorBatches, augment_batch
+from kdcourse.train import fit
+from kdcourse.transfer import VIEWS, ViewBatches, dihedral_view, trunk_views
+
+
+def test_views_are_the_eight_symmetries_that_augment_batch_draws():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
+    views = [dihedral_view(x, code) for code in range(VIEWS)]
+    assert len({v.flatten().tolist().__str__() for v in views}) == VIEWS  # all distinct
+    generator = torch.Generator().manual_seed(5)
+    codes = torch.randint(0, VIEWS, (2,), generator=torch.Generator().manual_seed(5))
+    augmented = augment_batch(x, generator)
+    for i, code in enumerate(codes.tolist()):
+        assert torch.equal(augmented[i], views[code][i])
+    with pytest.raises(ValueError, match="0–7"):
+        dihedral_view(x, 8)
+
+
+def test_view_batches_draw_like_tensor_batches_with_augmentation():
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.arange(10)
+    cache = torch.stack([dihedral_view(images, code) for code in range(VIEWS)])  # the "trunk" is the identity
+    soft = torch.randn(VIEWS, 10, 2)
+    on_the_fly = TensorBatches(images, labels, batch_size=4, seed=3, transform=lambda b, g: augment_batch(b, g))
+    cached = ViewBatches(cache, labels, soft, batch_size=4, seed=3)
+    for epoch in (0, 1):
+        on_the_fly.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        pairs = list(zip(on_the_fly, cached, strict=True))
+        for (x, y), (features, y_cached, extra) in pairs:
+            assert torch.equal(x, features) and torch.equal(y, y_cached)
+            # the extra of each sample is the one of the view that sample came in
+            for row in range(len(y)):
+                view = next(v for v in range(VIEWS) if torch.equal(cache[v, y[row]], features[row]))
+                assert torch.equal(extra[row], soft[view, y[row]])
+
+
+def test_view_batches_check_their_inputs():
+    with pytest.raises(ValueError, match="random views need all 8"):
+        ViewBatches(torch.zeros(1, 5, 2), torch.zeros(5))
+    assert len(list(ViewBatches(torch.zeros(1, 5, 2), torch.zeros(5), batch_size=2, shuffle=False))) == 3
+    with pytest.raises(ValueError, match="features must be"):
+        ViewBatches(torch.zeros(8, 4, 2), torch.zeros(5))
+    with pytest.raises(ValueError, match="extra tensor"):
+        ViewBatches(torch.zeros(8, 5, 2), torch.zeros(5), torch.zeros(3))
+
+
+def test_training_the_top_on_cached_views_equals_training_with_a_frozen_trunk():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 2, (24,))
+    mean, std = (0.5,) * 3, (0.25,) * 3
+
+    def network():
+        torch.manual_seed(1)
+        net = backbone("mobilenetv1_025.tflite_in1k", 2, weights=None, frozen_batchnorm=True).model
+        return net, *split_at(net, 16)
+
+    whole, trunk, _ = network()
+    set_trainable(trunk, False)
+    fit(whole, TensorBatches(images, labels, batch_size=8, seed=4, transform=ImageTransform(mean, std)),
+        epochs=2, lr=1e-3, seed=4, progress=False)
+
+    cached_net, trunk, top = network()
+    cache = trunk_views(trunk, images, mean, std, batch_size=8)
+    assert cache.shape == (VIEWS, 24, 128, 2, 2)
+    fit(top, ViewBatches(cache, labels, batch_size=8, seed=4), epochs=2, lr=1e-3, seed=4, progress=False)
+
+    for (name, a), b in zip(whole.state_dict().items(), cached_net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(whole.state_dict()["classifier.weight"], network()[0].state_dict()["classifier.weight"])
