@@ -43,6 +43,7 @@ __all__ = [
     "split_at",
     "Trunk",
     "Top",
+    "pooled_head",
 ]
 
 WEIGHTS_ENV = "KDCOURSE_WEIGHTS"
@@ -345,3 +346,24 @@ def split_at(model: nn.Module, reduction: int = 16) -> tuple[Trunk, Top]:
         raise ValueError(f"{type(model).__name__} has no stage at reduction {reduction}; it has {have}")
     stages = int(ends[-1][len(prefix):]) + 1
     return Trunk(model, stages), Top(model, stages)
+
+
+class _ConvClassifier(nn.Module):
+    """A 1 × 1-convolution classifier (ResNetV2's) applied to pooled features ``(N, D)``."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x[:, :, None, None]).flatten(1)
+
+
+def pooled_head(model: nn.Module) -> nn.Module:
+    """The classifier of a timm network as a module from pooled features ``(N, D)`` to logits ``(N, C)``.
+
+    It shares its weights with the network, so training it trains the network's head. Most timm
+    classifiers are already a linear layer and are returned as they are; a 1 × 1 convolution
+    (ResNetV2) is fed a 1 × 1 map."""
+    classifier = model.get_classifier()
+    return _ConvClassifier(classifier) if isinstance(classifier, nn.Conv2d) else classifier

@@ -143,8 +143,8 @@ def convert_chapter(md_path: Path, out_dir: Path) -> Path:
 def kernel_environment(root: Path, profile: str) -> dict[str, str]:
     """Environment variables for a kernel that runs the chapters of ``root`` under ``profile``: the
     profile, no progress bars (ours and third-party tqdm bars), results under ``book/results``, the
-    ``python3`` kernel of :func:`_kernel_spec_folder`, and ``KDCOURSE_DATA`` from a ``shared/data``
-    folder beside the repository if unset."""
+    ``python3`` kernel of :func:`_kernel_spec_folder`, and ``KDCOURSE_DATA`` and ``KDCOURSE_WEIGHTS``
+    from ``shared/data`` and ``shared/weights`` folders beside the repository if unset."""
     kernels = _kernel_spec_folder(root)
     env = {
         PROFILE_ENV: profile,
@@ -153,9 +153,10 @@ def kernel_environment(root: Path, profile: str) -> dict[str, str]:
         "KDCOURSE_RESULTS": str(root / BOOK_DIR / "results"),
         "JUPYTER_PATH": os.pathsep.join(filter(None, [str(kernels), os.environ.get("JUPYTER_PATH")])),
     }
-    shared_data = root.parent / "shared" / "data"
-    if not os.environ.get("KDCOURSE_DATA") and shared_data.is_dir():
-        env["KDCOURSE_DATA"] = str(shared_data)
+    for variable, folder in (("KDCOURSE_DATA", "data"), ("KDCOURSE_WEIGHTS", "weights")):
+        shared = root.parent / "shared" / folder
+        if not os.environ.get(variable) and shared.is_dir():
+            env[variable] = str(shared)
     return env
 
 

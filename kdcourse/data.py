@@ -41,6 +41,7 @@ __all__ = [
     "MhistSplit",
     "MhistData",
     "load_mhist",
+    "write_generated_mhist",
     "train_val_split",
     "stratified_split",
     "TensorBatches",
@@ -530,6 +531,43 @@ def load_mhist(
         MhistSplit(x[a:b], y[order[a:b]], v[order[a:b]], tuple(selected[a:b])) for a, b in zip(bounds, bounds[1:])
     )
     return MhistData(train, val_split, test_split, *_channel_stats(train.x))
+
+
+def write_generated_mhist(folder: str | os.PathLike[str], per_partition: int = 48, seed: int = 0) -> Path:
+    """Write a small stand-in for MHIST in its real layout and return the ``mhist`` folder.
+
+    ``folder/mhist/annotations.csv`` (the official columns) and ``folder/mhist/images/*.png``
+    (224×224 RGB): ``per_partition`` images for each of train and test, 2/3 HP and 1/3 SSA, with
+    votes consistent with the labels. The pictures are pink noise with purple blobs, denser for
+    SSA, so that a network can learn something; they are **not** histology. Only for smoke runs
+    and tests where MHIST itself is absent: anything built on them must say so.
+    """
+    from PIL import Image
+
+    if per_partition < 6:
+        raise ValueError(f"per_partition must be at least 6 (both classes in every split), got {per_partition}")
+    root = Path(folder) / "mhist"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for partition in MHIST_PARTITIONS:
+        for i in range(per_partition):
+            ssa = i % 3 == 0
+            votes = int(torch.randint(4, 8, (), generator=generator)) if ssa else int(torch.randint(0, 4, (), generator=generator))
+            name = f"MHIST_{partition}{i:03d}.png"
+            base = torch.tensor([235.0, 200.0, 215.0]).view(3, 1, 1)
+            pixels = base + 12 * torch.randn(3, MHIST_IMAGE_SIZE, MHIST_IMAGE_SIZE, generator=generator)
+            spots = torch.rand(1, MHIST_IMAGE_SIZE // 8, MHIST_IMAGE_SIZE // 8, generator=generator) < (0.25 if ssa else 0.1)
+            spots = torch.nn.functional.interpolate(spots[None].float(), scale_factor=8.0)[0]
+            pixels = pixels - spots * torch.tensor([90.0, 120.0, 40.0]).view(3, 1, 1)
+            array = pixels.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+            Image.fromarray(array, "RGB").save(root / "images" / name)
+            rows.append((name, MHIST_CLASSES[int(ssa)], votes, partition))
+    with (root / "annotations.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MHIST_COLUMNS)
+        writer.writerows(rows)
+    return root
 
 
 class TensorBatches:

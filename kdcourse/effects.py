@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["VERDICTS", "RULE", "Effect", "paired_effect", "bootstrap_effect", "verdict_for", "signed"]
+__all__ = ["VERDICTS", "RULE", "Effect", "paired_effect", "bootstrap_effect", "bootstrap_auc_effect", "verdict_for", "signed"]
 
 VERDICTS = ("clears the noise", "suggestive", "within noise")
 RULE = (
@@ -186,3 +186,60 @@ def bootstrap_effect(
     p = float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
     return Effect(float(d.mean()), float(d.std(ddof=1)), n, float(low), float(high), float(low80), float(high80),
                   p, unit, "bootstrap", over)
+
+
+def _auc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """ROC AUC of every row of ``scores`` ``(R, n)`` against the boolean rows of ``positive`` (Mann–Whitney, ties halved)."""
+    ranks = stats.rankdata(scores, axis=1)
+    n_pos = positive.sum(axis=1)
+    n_neg = positive.shape[1] - n_pos
+    return ((ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def bootstrap_auc_effect(
+    scores_a: Sequence[float] | np.ndarray,
+    scores_b: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    *,
+    scale: float = 100.0,
+    unit: str = "AUC points",
+    resamples: int = 2_000,
+    seed: int = 0,
+) -> Effect:
+    """The difference in ROC AUC of two models scored on the same test images, by a paired bootstrap.
+
+    ``scores_a``/``scores_b`` hold each image's score for the positive class (e.g. a probability),
+    ``(n,)`` for one model each, or ``(S, n)`` for one model per seed (the difference is then the
+    mean over seeds of the per-seed AUC differences); ``labels`` ``(n,)`` holds each image's 0/1
+    label, in the same image order. The images are resampled with replacement (seeded; one
+    resample for all models), the difference is recomputed on each resample, and the intervals are
+    its percentiles. An AUC is not a mean over images, so ``std`` here is the standard deviation of
+    the resampled differences (the bootstrap standard error), not a spread of per-image values.
+    Values are multiplied by ``scale`` (an AUC difference of 0.01 is 1 point by default).
+    """
+    a, b, y = (np.asarray(v, dtype=float) for v in (scores_a, scores_b, labels))
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    if a.shape != b.shape or a.ndim != 2 or y.shape != a.shape[1:]:
+        raise ValueError(f"scores need one value per image (and seed) and labels one per image, got shapes "
+                         f"{a.shape}, {b.shape}, {y.shape}")
+    positive = y == 1
+    if positive.all() or not positive.any():
+        raise ValueError("an AUC needs test images of both classes")
+    if resamples < 100:
+        raise ValueError(f"resamples must be at least 100 for stable intervals, got {resamples}")
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(y), size=(resamples, len(y)))
+    keep = positive[index].any(axis=1) & ~positive[index].all(axis=1)  # a resample needs both classes
+    index = np.concatenate([np.arange(len(y))[None], index[keep]])  # row 0: the observed test set
+
+    def difference(rows: np.ndarray) -> np.ndarray:
+        return np.mean([_auc_rows(sa[rows], positive[rows]) - _auc_rows(sb[rows], positive[rows]) for sa, sb in zip(a, b)],
+                       axis=0) * scale
+
+    resampled = difference(index)
+    observed, resampled = float(resampled[0]), resampled[1:]
+    low, high = np.quantile(resampled, [0.025, 0.975])
+    low80, high80 = np.quantile(resampled, [0.10, 0.90])
+    p = float(min(1.0, 2 * min((resampled <= 0).mean(), (resampled >= 0).mean())))
+    return Effect(observed, float(resampled.std(ddof=1)), len(y), float(low), float(high), float(low80), float(high80),
+                  p, unit, "bootstrap", "images")

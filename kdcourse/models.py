@@ -1,6 +1,7 @@
 """Networks used in the course.
 
-The MNIST models reproduce the architectures of the source reports exactly (the teacher is the
+Image backbones (any timm model with a new head, ImageNet weights from one named place) come from
+:func:`backbone`, defined in :mod:`kdcourse.backbones`. The MNIST models reproduce the architectures of the source reports exactly (the teacher is the
 Keras CNN of the TensorFlow knowledge-distillation tutorial, the student a 784-784-784-10 MLP),
 so that parameter counts and costs can be compared with theirs. All models return logits.
 """
@@ -9,7 +10,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from .backbones import Backbone, backbone
+
 __all__ = [
+    "backbone",
+    "Backbone",
     "mnist_teacher",
     "mnist_student",
     "mnist_assistant",

@@ -145,3 +145,16 @@ def test_split_refuses_what_it_cannot_cut():
         split_at(model, 64)
     with pytest.raises(ValueError, match="fine-tune it whole"):
         split_at(torch.nn.Linear(3, 3))
+
+
+@pytest.mark.parametrize("name", [OFFLINE, "resnetv2_50"])
+def test_pooled_head_is_the_networks_classifier_on_pooled_features(name):
+    from kdcourse.backbones import pooled_head
+
+    torch.manual_seed(0)
+    model = backbone(name, 3, weights=None).model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(pooled_head(model)(pooled), model(x))
+    assert {id(p) for p in pooled_head(model).parameters()} <= {id(p) for p in model.parameters()}

@@ -97,3 +97,37 @@ def test_bootstrap_over_images_finds_a_real_gain_and_no_gain() -> None:
 def test_bootstrap_rejects_too_few_resamples() -> None:
     with pytest.raises(ValueError, match="resamples"):
         bootstrap_effect([1, 0, 1], [0, 0, 1], resamples=10)
+
+
+def test_bootstrap_auc_effect_matches_sklearn_and_finds_a_real_gain():
+    from sklearn.metrics import roc_auc_score
+
+    from kdcourse.effects import bootstrap_auc_effect
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    good = labels + rng.normal(0, 0.6, 400)  # separates the classes well
+    poor = labels + rng.normal(0, 2.0, 400)
+    effect = bootstrap_auc_effect(good, poor, labels)
+    assert effect.mean == pytest.approx((roc_auc_score(labels, good) - roc_auc_score(labels, poor)) * 100)
+    assert effect.verdict == "clears the noise" and effect.low > 0 and effect.over == "images"
+    same = bootstrap_auc_effect(good, good + rng.normal(0, 1e-3, 400), labels)
+    assert same.verdict == "within noise"
+    with pytest.raises(ValueError, match="both classes"):
+        bootstrap_auc_effect(good, poor, np.ones(400))
+    with pytest.raises(ValueError, match="one value per image"):
+        bootstrap_auc_effect(good, poor[:10], labels)
+
+
+def test_bootstrap_auc_effect_averages_over_seeds():
+    from sklearn.metrics import roc_auc_score
+
+    from kdcourse.effects import bootstrap_auc_effect
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    a = labels + rng.normal(0, 1.0, (3, 300))
+    b = labels + rng.normal(0, 1.5, (3, 300))
+    effect = bootstrap_auc_effect(a, b, labels, resamples=500)
+    expected = np.mean([roc_auc_score(labels, sa) - roc_auc_score(labels, sb) for sa, sb in zip(a, b)]) * 100
+    assert effect.mean == pytest.approx(expected)

@@ -47,7 +47,8 @@ from torch import Tensor, nn
 
 from .. import data as kd_data
 from .. import hardware, paths
-from ..backbones import Backbone, MissingWeightsError, backbone, set_trainable, split_at
+from ..backbones import Backbone, backbone, pooled_head, set_trainable, split_at
+from ..effects import Effect, bootstrap_auc_effect, paired_effect
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import roc_auc
 from ..subclass import class_logits_from_subclasses, subclass_auxiliary_loss, subclass_distillation_loss
@@ -57,7 +58,7 @@ from .common import config_key, with_overrides
 
 __all__ = [
     "PAIRS", "MhistConfig", "PROFILES", "config_for", "vote_subclasses", "MhistOutcome", "run_study",
-    "load_backbones", "arm_summary", "ARM_LABELS",
+    "load_backbones", "arm_summary", "ARM_LABELS", "COMPARISONS", "effect_table", "phase_effect",
 ]
 
 # (teacher, assistant, student) names for :func:`kdcourse.backbones.backbone`
@@ -286,7 +287,7 @@ class _Runner:
         logits per training view (extras of ``loss_fn``), ``targets`` replace the class labels in training."""
         config, views = self.config, self.views[role]
         model, top = self._fresh(role, seed, outputs)
-        head = model.get_classifier()
+        head = pooled_head(model)
         y = self.dataset.train.y if targets is None else targets
         extras = () if soft is None else (soft,)
         common = {"seed": seed, "device": self.device, "amp_dtype": self.amp, "val_metric": "auc", "class_logits": class_logits}
@@ -456,3 +457,41 @@ def arm_summary(runs: pd.DataFrame, columns: tuple[str, ...] = ("test_auc", "tes
     stats = runs.groupby("arm")[list(columns)].agg(["mean", "std"])
     stats.columns = [f"{column} {stat}" for column, stat in stats.columns]
     return stats.loc[order]
+
+
+# the comparisons the chapter judges: (arm, baseline)
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("teacher", "teacher_scratch"), ("student", "student_scratch"), ("kd", "student"),
+    ("known_skd", "kd"), ("known_skd", "known_control"), ("learned_skd", "kd"), ("learned_skd", "learned_control"),
+    ("takd", "kd"),
+)
+
+
+def _by_seed(runs: pd.DataFrame, arm: str, column: str = "test_auc") -> pd.Series:
+    return runs[runs.arm == arm].set_index("seed")[column]
+
+
+def effect_table(runs: pd.DataFrame, scores: dict, labels: list[int],
+                 comparisons: tuple[tuple[str, str], ...] = COMPARISONS) -> pd.DataFrame:
+    """One row per comparison ``(arm, baseline)``: the test-AUC difference in points, paired over seeds
+    (``seeds …`` columns) and by a paired bootstrap over test images of the seed-averaged AUC difference
+    (``images …`` columns), each with its 95 % interval and verdict (:mod:`kdcourse.effects`)."""
+    scores = {arm: {int(seed): values for seed, values in by_seed.items()} for arm, by_seed in scores.items()}  # JSON keys are text
+    rows = []
+    for arm, baseline in comparisons:
+        row: dict = {"arm": arm, "baseline": baseline}
+        a, b = _by_seed(runs, arm), _by_seed(runs, baseline)
+        effects: dict[str, Effect | None] = {"seeds": paired_effect(a, b) if len(a.index.intersection(b.index)) > 1 else None}
+        seeds = [seed for seed in scores[arm] if seed in scores[baseline]]
+        effects["images"] = bootstrap_auc_effect([scores[arm][s] for s in seeds], [scores[baseline][s] for s in seeds], labels)
+        for over, effect in effects.items():
+            for name in ("mean", "std", "low", "high", "verdict"):
+                row[f"{over} {name}"] = getattr(effect, name) if effect is not None else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def phase_effect(runs: pd.DataFrame, arm: str) -> Effect:
+    """What fine-tuning adds to feature extraction for ``arm``: test AUC after both phases minus after the
+    head phase alone, paired over seeds, in AUC points."""
+    return paired_effect(_by_seed(runs, arm), _by_seed(runs, arm, "test_auc_head"))
