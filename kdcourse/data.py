@@ -34,6 +34,11 @@ __all__ = [
     "load_mnist",
     "EUROSAT_CLASSES",
     "load_eurosat",
+    "CIFAR10_CLASSES",
+    "CIFAR10_FILES",
+    "UintSplit",
+    "Cifar10Data",
+    "load_cifar10",
     "MHIST_CLASSES",
     "MHIST_COLUMNS",
     "MHIST_IMAGE_SIZE",
@@ -296,6 +301,118 @@ def load_eurosat(
     std = x[train].std(dim=(0, 2, 3), keepdim=True)
     full = ImageSplit(x.sub_(mean).div_(std), torch.tensor(dataset.targets, dtype=torch.long))
     return ImageData(full.subset(train.sort().values), full.subset(val.sort().values), full.subset(test.sort().values))
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta")
+
+
+@dataclass(frozen=True)
+class UintSplit:
+    """Images ``x`` ``(N, 3, H, W)`` uint8 RGB (0–255) and labels ``y`` ``(N,)`` int64."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: Tensor) -> "UintSplit":
+        """The samples at ``index`` (a 1-D index tensor)."""
+        return UintSplit(self.x[index], self.y[index])
+
+
+@dataclass(frozen=True)
+class Cifar10Data:
+    """CIFAR-10 as uint8 tensors: ``val`` is carved from the official training set, ``test`` is the official test set."""
+
+    train: UintSplit
+    val: UintSplit
+    test: UintSplit
+    classes: tuple[str, ...]
+
+
+def _check_cifar_batch(path: Path, fix: str) -> None:
+    """Raise :class:`CorruptDataError` naming ``path`` unless it is a CIFAR-10 batch (or the meta file) as pickled by the release."""
+    import pickle
+
+    try:
+        with path.open("rb") as handle:
+            entry = pickle.load(handle, encoding="latin1")
+    except Exception as error:  # truncated or foreign files raise several exception types
+        raise CorruptDataError(f"cannot read the CIFAR-10 file {path} ({type(error).__name__}: {error}). {fix}") from error
+    if path.name == "batches.meta":
+        if not isinstance(entry, dict) or list(entry.get("label_names", [])) != list(CIFAR10_CLASSES):
+            raise CorruptDataError(f"{path} does not list the ten CIFAR-10 class names. {fix}")
+        return
+    data, labels = (entry.get("data"), entry.get("labels")) if isinstance(entry, dict) else (None, None)
+    shape = getattr(data, "shape", None)
+    if shape is None or len(shape) != 2 or shape[1] != 3 * 32 * 32 or labels is None or len(labels) != shape[0]:
+        raise CorruptDataError(f"{path} is not a CIFAR-10 batch: it needs 'data' of shape (N, 3072) and N 'labels', "
+                               f"got data of shape {shape} and {None if labels is None else len(labels)} labels. {fix}")
+    if any(not 0 <= int(label) < 10 for label in labels):
+        raise CorruptDataError(f"{path} holds labels outside 0–9. {fix}")
+
+
+def load_cifar10(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    val_size: int = 5000,
+    split_seed: int = 0,
+    download: bool = True,
+) -> Cifar10Data:
+    """Load CIFAR-10 (60,000 RGB images of 32×32 in 10 classes) as uint8 tensors ``(N, 3, 32, 32)``.
+
+    Reads the release's pickled batches in ``root/cifar-10-batches-py/`` through
+    ``torchvision.datasets.CIFAR10``, which downloads them when they are absent and the network
+    allows (``root`` defaults to :func:`kdcourse.paths.data_root`). Batches holding fewer images than
+    the release's 10,000 load too (tests write such files). A validation split of ``val_size``
+    images, stratified by class and fixed by ``split_seed``, is carved from the training batches:
+    model selection and early stopping never see the test batch.
+
+    Raises:
+        MissingDataError: the batches are absent and could not be downloaded; says where to put them.
+        CorruptDataError: a batch cannot be unpickled or is not in the release's format (named).
+    """
+    from torchvision.datasets import CIFAR10
+
+    class _Cifar10(CIFAR10):
+        # presence instead of the release's MD5 sums: the batches are checked below, so subsets load too
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    base = data_root(root)
+    folder = base / CIFAR10_FOLDER
+    fix = (f"Download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it in {base} "
+           f"(so that {folder} holds {', '.join(CIFAR10_FILES)}), or pass root=... / set ${DATA_ENV}.")
+    missing = [name for name in CIFAR10_FILES if not (folder / name).is_file()]
+    if missing and not download:
+        raise MissingDataError(f"CIFAR-10 is not complete in {folder}: {', '.join(missing)} missing. {fix}")
+    splits = []
+    for train in (True, False):
+        try:
+            dataset = _Cifar10(str(base), train=train, download=download and bool(missing))
+        except (OSError, RuntimeError) as error:  # offline download, or files still absent
+            still = [name for name in CIFAR10_FILES if not (folder / name).is_file()]
+            raise MissingDataError(f"CIFAR-10 is not in {folder} ({', '.join(still) or 'no batch'} missing) and could not be "
+                                   f"downloaded ({type(error).__name__}: {error}). {fix}") from error
+        except Exception as error:  # a batch that does not unpickle into the release's format
+            for name in CIFAR10_FILES:
+                _check_cifar_batch(folder / name, fix)
+            raise CorruptDataError(f"cannot read CIFAR-10 from {folder} ({type(error).__name__}: {error}). {fix}") from error
+        for name in (dataset.train_list if train else dataset.test_list):
+            _check_cifar_batch(folder / name[0], fix)
+        if tuple(dataset.classes) != CIFAR10_CLASSES:
+            raise CorruptDataError(f"{folder / 'batches.meta'} names the classes {dataset.classes}, expected {list(CIFAR10_CLASSES)}. {fix}")
+        splits.append(UintSplit(torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous(),
+                                torch.tensor(dataset.targets, dtype=torch.long)))
+    official_train, test = splits
+    if not 0 < val_size < len(official_train):
+        raise ValueError(f"val_size must leave training and validation images of the {len(official_train)}, got {val_size}")
+    rest, held_out = stratified_split(official_train.y, val_size, split_seed)
+    return Cifar10Data(official_train.subset(rest), official_train.subset(held_out), test, CIFAR10_CLASSES)
 
 
 MHIST_URL = "https://bmirds.github.io/MHIST/"
