@@ -1,8 +1,15 @@
-"""Explanations of image classifiers with LIME (Ribeiro et al. 2016).
+"""Explanations of image classifiers: LIME (Ribeiro et al. 2016), SHAP (Lundberg & Lee 2017), and where they point.
 
 LIME perturbs an image by hiding groups of pixels (segments), watches how the model's probability
 for a class changes, and fits a sparse linear model whose weights say how much each segment
 supports the class. Works for any model that returns logits.
+
+:func:`shap_maps` gives SHAP attributions by expected gradients (``shap.GradientExplainer``), which
+only needs the model's gradients and is therefore correct for networks with in-place ReLUs and
+residual additions, where ``shap.DeepExplainer``'s rewritten backward pass is not.
+:func:`foreground_share` says how much of a map's positive mass lies on the object: on MNIST the
+stroke pixels are the object exactly; on photographs :func:`grabcut_foreground` finds it without
+hand labels, by OpenCV's GrabCut seeded with a centred box.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LimeMap", "lime_explanation", "mnist_segmentation"]
+__all__ = ["LimeMap", "lime_explanation", "mnist_segmentation", "shap_maps", "foreground_share", "grabcut_foreground"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +107,73 @@ def lime_explanation(
     for segment, weight in explanation.local_exp[target]:
         weights[segments == segment] = weight
     return LimeMap(target, weights, segments, float(explanation.score), float(probabilities[target]))
+
+
+def shap_maps(model: nn.Module, images: Tensor, background: Tensor, *, samples: int = 200, seed: int = 0,
+              batch_size: int = 50) -> np.ndarray:
+    """SHAP attributions ``(N, C, H, W)`` of ``model``'s predicted class for each of ``images`` ``(N, C, H, W)``.
+
+    Expected gradients (``shap.GradientExplainer``) against ``background`` images ``(B, C, H, W)``
+    drawn from the training set, with ``samples`` gradient evaluations per image; the attributions of
+    an image add up, in expectation, to its logit minus the mean logit over the background. The
+    model runs in eval mode on the CPU, in float32."""
+    import shap
+
+    if images.dim() != 4 or background.dim() != 4 or images.shape[1:] != background.shape[1:]:
+        raise ValueError(f"images and background must be (N, C, H, W) of one shape, got {tuple(images.shape)} and {tuple(background.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            predicted = model(images.float()).argmax(1)
+        explainer = shap.GradientExplainer(model, background.float(), batch_size=batch_size)
+        torch.manual_seed(seed)
+        np.random.seed(seed)  # shap draws the interpolation points and background rows from NumPy's global generator
+        values, index = explainer.shap_values(images.float(), ranked_outputs=1, output_rank_order="max", nsamples=samples)
+    finally:
+        model.train(was_training)
+    maps = np.asarray(values)[..., 0] if np.asarray(values).ndim == 5 else np.asarray(values[0])
+    if not np.array_equal(np.asarray(index)[:, 0], predicted.numpy()):
+        raise RuntimeError("SHAP explained another class than the predicted one")
+    return maps
+
+
+def foreground_share(attribution: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the positive attribution mass that lies on the foreground.
+
+    ``attribution`` is ``(H, W)`` or ``(C, H, W)`` (summed over channels first), ``mask`` a boolean
+    ``(H, W)``. Returns ``Σ max(a, 0) · mask / Σ max(a, 0)`` in [0, 1]; NaN when no pixel is positive."""
+    values = np.asarray(attribution, dtype=float)
+    if values.ndim == 3:
+        values = values.sum(0)
+    mask = np.asarray(mask, dtype=bool)
+    if values.shape != mask.shape:
+        raise ValueError(f"attribution {values.shape} and mask {mask.shape} must have the same (H, W)")
+    positive = np.clip(values, 0, None)
+    total = positive.sum()
+    return float(positive[mask].sum() / total) if total > 0 else float("nan")
+
+
+def grabcut_foreground(image: np.ndarray | Tensor, margin: float = 0.1, iterations: int = 5) -> np.ndarray:
+    """Boolean foreground mask ``(H, W)`` of an RGB image by GrabCut (OpenCV), no hand labels needed.
+
+    ``image`` is uint8 ``(3, H, W)`` or ``(H, W, 3)``. GrabCut starts from a centred box that leaves
+    ``margin`` of the side free on every edge (everything outside the box is background), then
+    alternates colour models and a graph cut ``iterations`` times. Meant for photographs whose object
+    is roughly centred (CIFAR-10); look at some masks before trusting a statistic built on them."""
+    import cv2
+
+    array = image.numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
+        array = array.transpose(1, 2, 0)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"grabcut_foreground needs a uint8 RGB image, got {array.dtype} of shape {array.shape}")
+    if not 0 < margin < 0.5:
+        raise ValueError(f"margin must lie in (0, 0.5), got {margin}")
+    height, width = array.shape[:2]
+    box = (round(margin * width), round(margin * height), width - 2 * round(margin * width), height - 2 * round(margin * height))
+    mask = np.zeros((height, width), np.uint8)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(np.ascontiguousarray(array[:, :, ::-1]), mask, box, np.zeros((1, 65), np.float64),
+                np.zeros((1, 65), np.float64), iterations, cv2.GC_INIT_WITH_RECT)
+    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)

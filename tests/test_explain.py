@@ -100,3 +100,45 @@ def test_lime_rejects_bad_image_shapes(shape: tuple[int, ...]) -> None:
 def test_lime_rejects_pixels_outside_zero_one(offset: float) -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         lime_explanation(TopLeftDetector(), torch.rand(1, 28, 28) + offset, preprocess=identity)
+
+
+def test_foreground_share_on_a_known_map():
+    from kdcourse.explain import foreground_share
+
+    attribution = np.array([[3.0, -1.0], [1.0, 0.0]])
+    mask = np.array([[True, True], [False, False]])
+    assert foreground_share(attribution, mask) == pytest.approx(3 / 4)  # negatives do not count
+    assert foreground_share(np.stack([attribution, attribution]), mask) == pytest.approx(3 / 4)
+    assert np.isnan(foreground_share(-np.ones((2, 2)), mask))
+    with pytest.raises(ValueError, match="same"):
+        foreground_share(attribution, np.ones((3, 3), bool))
+
+
+def test_grabcut_finds_a_centred_object():
+    from kdcourse.explain import grabcut_foreground
+
+    rng = np.random.default_rng(0)
+    image = (rng.normal(60, 10, (64, 64, 3))).clip(0, 255).astype(np.uint8)  # dark, noisy background
+    truth = np.zeros((64, 64), bool)
+    truth[20:44, 18:46] = True
+    image[truth] = (220, 40, 40)  # a red block in the middle
+    mask = grabcut_foreground(image)
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.9
+    assert grabcut_foreground(image.transpose(2, 0, 1)).sum() == mask.sum()  # (3, H, W) accepted too
+
+
+def test_shap_maps_explain_the_predicted_class_and_add_up():
+    from kdcourse.explain import shap_maps
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    images, background = torch.randn(4, 1, 4, 4), torch.randn(1, 1, 4, 4)  # one reference: no sampling error
+    maps = shap_maps(model, images, background, samples=50)
+    assert maps.shape == (4, 1, 4, 4)
+    with torch.no_grad():
+        logits = model(images)
+        predicted = logits.argmax(1)
+        expected = logits[torch.arange(4), predicted] - model(background)[:, predicted].mean(0)
+    # for a linear model expected gradients are exact: the attributions sum to logit − background logit
+    np.testing.assert_allclose(maps.reshape(4, -1).sum(1), expected.numpy(), rtol=1e-3, atol=1e-4)
