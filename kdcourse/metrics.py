@@ -9,7 +9,7 @@ import torch
 from sklearn import metrics as skm
 from torch import Tensor
 
-__all__ = ["classification_scores", "confusion_matrix", "roc_auc", "mean_std", "format_mean_std"]
+__all__ = ["classification_scores", "confusion_matrix", "roc_auc", "mean_std"]
 
 
 def _labels_and_predictions(logits: Tensor, targets: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -56,8 +56,3 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     array = np.asarray(values, dtype=float)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
-
-def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
-    """``"mean ± std"`` of ``values`` multiplied by ``scale`` (default: fractions shown as percent)."""
-    mean, std = mean_std(values)
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"

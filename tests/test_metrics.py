@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from kdcourse.metrics import classification_scores, confusion_matrix, format_mean_std, mean_std, roc_auc
+from kdcourse.metrics import classification_scores, confusion_matrix, mean_std, roc_auc
 
 
 def one_hot_logits(predictions: list[int], classes: int) -> torch.Tensor:
@@ -87,9 +87,3 @@ def test_mean_std_uses_the_sample_standard_deviation() -> None:
     assert std == pytest.approx(np.std([1, 2, 3, 6], ddof=1)) == pytest.approx((14 / 3) ** 0.5)
     assert mean_std([0.5]) == (0.5, 0.0)
     assert mean_std(np.array([2.0, 4.0])) == (3.0, pytest.approx(2**0.5))
-
-
-def test_format_mean_std() -> None:
-    assert format_mean_std([0.97, 0.98, 0.99]) == "98.00 ± 1.00"
-    assert format_mean_std([0.971]) == "97.10 ± 0.00"
-    assert format_mean_std([1.0, 3.0], scale=1.0, digits=1) == "2.0 ± 1.4"
