@@ -36,7 +36,6 @@ __all__ = [
     "load_eurosat",
     "CIFAR10_CLASSES",
     "CIFAR10_FILES",
-    "UintSplit",
     "Cifar10Data",
     "load_cifar10",
     "MHIST_CLASSES",
@@ -84,7 +83,8 @@ class CorruptDataError(ValueError):
 
 @dataclass(frozen=True)
 class ImageSplit:
-    """Images ``x`` of shape ``(N, C, H, W)`` (float32, normalised) and labels ``y`` ``(N,)`` int64."""
+    """Images ``x`` of shape ``(N, C, H, W)`` and labels ``y`` ``(N,)`` int64; ``x`` is float32 and normalised
+    (MNIST, EuroSAT) or uint8 0–255, to be normalised batch by batch (CIFAR-10)."""
 
     x: Tensor
     y: Tensor
@@ -309,27 +309,12 @@ CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
 
 
 @dataclass(frozen=True)
-class UintSplit:
-    """Images ``x`` ``(N, 3, H, W)`` uint8 RGB (0–255) and labels ``y`` ``(N,)`` int64."""
-
-    x: Tensor
-    y: Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, index: Tensor) -> "UintSplit":
-        """The samples at ``index`` (a 1-D index tensor)."""
-        return UintSplit(self.x[index], self.y[index])
-
-
-@dataclass(frozen=True)
 class Cifar10Data:
     """CIFAR-10 as uint8 tensors: ``val`` is carved from the official training set, ``test`` is the official test set."""
 
-    train: UintSplit
-    val: UintSplit
-    test: UintSplit
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
     classes: tuple[str, ...]
 
 
@@ -406,7 +391,7 @@ def load_cifar10(
             _check_cifar_batch(folder / name[0], fix)
         if tuple(dataset.classes) != CIFAR10_CLASSES:
             raise CorruptDataError(f"{folder / 'batches.meta'} names the classes {dataset.classes}, expected {list(CIFAR10_CLASSES)}. {fix}")
-        splits.append(UintSplit(torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous(),
+        splits.append(ImageSplit(torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous(),
                                 torch.tensor(dataset.targets, dtype=torch.long)))
     official_train, test = splits
     if not 0 < val_size < len(official_train):

@@ -181,11 +181,16 @@ def bootstrap_effect(
         raise ValueError(f"resamples must be at least 100 for stable intervals, got {resamples}")
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    low80, high80 = np.quantile(means, [0.10, 0.90])
-    p = float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
-    return Effect(float(d.mean()), float(d.std(ddof=1)), n, float(low), float(high), float(low80), float(high80),
-                  p, unit, "bootstrap", over)
+    return _bootstrapped(float(d.mean()), float(d.std(ddof=1)), n, means, unit, over)
+
+
+def _bootstrapped(observed: float, std: float, n: int, resampled: np.ndarray, unit: str, over: str) -> Effect:
+    """The :class:`Effect` of an ``observed`` difference whose resampled values are ``resampled``:
+    percentile intervals and the two-sided bootstrap p (the share of resamples on the other side of 0)."""
+    low, high = np.quantile(resampled, [0.025, 0.975])
+    low80, high80 = np.quantile(resampled, [0.10, 0.90])
+    p = float(min(1.0, 2 * min((resampled <= 0).mean(), (resampled >= 0).mean())))
+    return Effect(observed, std, n, float(low), float(high), float(low80), float(high80), p, unit, "bootstrap", over)
 
 
 def _auc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
@@ -237,9 +242,4 @@ def bootstrap_auc_effect(
                        axis=0) * scale
 
     resampled = difference(index)
-    observed, resampled = float(resampled[0]), resampled[1:]
-    low, high = np.quantile(resampled, [0.025, 0.975])
-    low80, high80 = np.quantile(resampled, [0.10, 0.90])
-    p = float(min(1.0, 2 * min((resampled <= 0).mean(), (resampled >= 0).mean())))
-    return Effect(observed, float(resampled.std(ddof=1)), len(y), float(low), float(high), float(low80), float(high80),
-                  p, unit, "bootstrap", "images")
+    return _bootstrapped(float(resampled[0]), float(resampled[1:].std(ddof=1)), len(y), resampled[1:], unit, "images")
