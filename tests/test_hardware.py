@@ -51,11 +51,13 @@ def test_cuda_asks_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hardware.autocast_dtype("cuda") is torch.bfloat16
 
 
-def test_the_flags_of_this_machine_are_read() -> None:
+def test_the_flags_of_this_machine_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(hardware.PRECISION_ENV, raising=False)
     flags = hardware.cpu_flags()
     assert isinstance(flags, frozenset)
     summary = hardware.precision_summary("cpu")
-    assert summary.startswith("precision: ") and ("native bf16" in summary) == hardware.native_bf16("cpu")
+    expected = "(native bf16 on this device)" if hardware.native_bf16("cpu") else "(no native bf16 on this device"
+    assert summary.startswith("precision: ") and expected in summary, summary
 
 
 def test_no_study_fixes_its_own_precision() -> None:
