@@ -115,7 +115,8 @@ class Backbone:
 
     ``model`` returns logits ``(N, num_classes)`` for float images ``(N, 3, H, W)`` normalised with
     ``mean``/``std`` (per channel, [0, 1] units); ``weights`` says where its weights came from
-    (``"random"``, a file path, or a timm/Hugging Face name); ``pretrained`` is true unless random.
+    (``"random"``, a weights file's name without its folder, so that records name no machine's paths, or a
+    timm/Hugging Face name); ``pretrained`` is true unless random.
     """
 
     name: str
@@ -248,7 +249,7 @@ def backbone(
             weights = path
         if weights is not None:
             _load_into(model, _read_state_dict(Path(weights)), str(weights))
-            source = str(weights)
+            source = Path(weights).name
     else:
         if weights == "imagenet":
             model = _timm_pretrained(name, num_classes, **timm_kwargs)
@@ -258,7 +259,7 @@ def backbone(
             source = "random"
             if weights is not None:
                 _load_into(model, _read_state_dict(Path(weights)), str(weights))
-                source = str(weights)
+                source = Path(weights).name
         config = timm.data.resolve_model_data_config(model)
         mean, std = tuple(config["mean"]), tuple(config["std"])
     pretrained = source != "random"

@@ -103,3 +103,22 @@ def test_committed_full_profile_results_name_committed_code(name: str) -> None:
     assert record.get("training", {}).get("commits"), f"{name}: no training commit recorded"
     commits = [record["provenance"]["commit"], *record["training"]["commits"]]
     assert not [c for c in commits if "dirty" in c or c == "unknown"], f"{name}: recorded from uncommitted code {commits}"
+
+
+def _strings(value: object) -> list[str]:
+    """Every string inside a JSON value (keys and values, at any depth)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in (*_strings(key), *_strings(item))]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+@pytest.mark.parametrize("name", list_results("full", RECORDED))
+def test_committed_results_name_no_folder_of_the_machine_that_wrote_them(name: str) -> None:
+    """A record travels with the book: files are named, never located on the recording machine."""
+    record = load_results(name, folder=RECORDED)
+    located = [s for s in _strings(record) if re.match(r"^(/|[A-Za-z]:\\)", s)]
+    assert not located, f"{name}: absolute paths in the record: {located[:3]}"
