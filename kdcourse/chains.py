@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import checkpoints
 from .data import TensorBatches
 from .distill import teacher_logits
 from .losses import check_alpha, check_temperature, distillation_loss
-from .train import FitResult, fit
+from .train import FitResult, data_fingerprint, fit
 
 __all__ = ["distill_chain", "TeacherSnapshots", "train_with_snapshots"]
 
@@ -51,8 +52,8 @@ def distill_chain(
         epochs, batch_size, lr, seed: training settings of every link; the batches of each link are
             shuffled by ``seed`` (initialise the models under a seed before calling, for reproducibility).
         checkpoint_dir: if given, link ``i`` writes its checkpoint to ``link{i}.pt`` and caches its
-            teacher's logits in ``link{i}_teacher_logits.pt`` there, so an interrupted chain resumes.
-            The cache is trusted whenever it has ``N`` rows: clear the folder when the teacher changes.
+            teacher's logits in ``link{i}_teacher_logits.pt`` there, so an interrupted chain resumes
+            (the cache is checked against the teacher's weights and the inputs).
         fit_kwargs: further arguments of :func:`kdcourse.train.fit` (``device``, ``amp_dtype``, ``schedule``…);
             ``device`` and ``amp_dtype`` are also used for the teacher passes.
 
@@ -116,13 +117,13 @@ class _SnapshotBatches:
         if hasattr(self.batches, "set_epoch"):
             self.batches.set_epoch(epoch)
 
+    def fingerprint(self) -> str:
+        return data_fingerprint(self.batches)
+
     def __iter__(self) -> Iterator:
         yield from self.batches
-        path = self.folder / f"epoch_{self.epoch + 1:03d}.pt"
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        checkpoints.save(state, self.folder / f"epoch_{self.epoch + 1:03d}.pt")
 
 
 @dataclass
@@ -143,7 +144,7 @@ class TeacherSnapshots:
         """Load the weights after ``epoch`` (1-based) into ``model`` and return it."""
         if not 1 <= epoch <= len(self.paths):
             raise ValueError(f"epoch must lie in [1, {len(self.paths)}], got {epoch}")
-        model.load_state_dict(torch.load(self.paths[epoch - 1], weights_only=True))
+        model.load_state_dict(checkpoints.load(self.paths[epoch - 1], weights_only=True))
         return model
 
 

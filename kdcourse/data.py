@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import checkpoints
 from .paths import DATA_ENV, data_root
 
 __all__ = [
@@ -705,6 +706,12 @@ class TensorBatches:
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling of epoch ``epoch``."""
         self.epoch = epoch
+
+    def fingerprint(self) -> str:
+        """What these batches hold and how they are drawn: a hash of the tensors, the batch settings,
+        the seed and the transform (see :func:`kdcourse.checkpoints.tensor_fingerprint`)."""
+        settings = (self.batch_size, self.shuffle, self.seed, self.drop_last)
+        return f"{checkpoints.tensor_fingerprint(*self.tensors)}{settings}{checkpoints.describe_callable(self.transform)}"
 
     def __len__(self) -> int:
         n = len(self.tensors[0])

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import checkpoints
 from .losses import check_alpha, check_temperature
 from .models import mlp
 from .train import predict_logits
@@ -38,18 +39,20 @@ def teacher_logits(
 ) -> Tensor:
     """The teacher's logits ``(N, C)`` on inputs ``x`` (eval mode, float32), computed once.
 
-    With ``cache``, the logits are read from that file when it exists (and holds ``N`` rows)
-    and written to it otherwise, so later runs and other chapters skip the teacher pass.
+    With ``cache``, the logits are read from that file when it holds the logits of this teacher (the
+    fingerprint of its weights) on these inputs (the fingerprint of ``x``), and computed and written
+    otherwise, so later runs and other chapters skip the teacher pass and a changed teacher or input
+    never reuses stale logits. A damaged file raises :class:`kdcourse.checkpoints.CorruptCheckpointError`.
     """
     path = Path(cache) if cache is not None else None
+    key = {"teacher": checkpoints.module_fingerprint(teacher), "inputs": checkpoints.tensor_fingerprint(x)} if path else None
     if path is not None and path.is_file():
-        logits = torch.load(path, weights_only=True)
-        if logits.shape[0] == len(x):
-            return logits
+        stored = checkpoints.load(path, weights_only=True)
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return stored["logits"]
     logits = predict_logits(teacher, x, amp_dtype=amp_dtype, device=device)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(logits, path)
+        checkpoints.save({"key": key, "logits": logits}, path)
     return logits
 
 

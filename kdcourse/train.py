@@ -4,12 +4,15 @@
 ``loss_fn(logits, targets, *extras)``; extras carry, for example, cached teacher logits. It
 validates every epoch, keeps the weights of the best validation epoch (model selection never
 looks at the test set), can stop early, follows a learning-rate schedule and writes a checkpoint
-after every epoch so that an interrupted run resumes where it stopped.
+after every epoch so that an interrupted run resumes where it stopped. The checkpoint names the run
+(:func:`run_identity`): a checkpoint of another run is refused rather than resumed, and one process
+at a time trains into it (:class:`kdcourse.checkpoints.RunLock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import time
@@ -21,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdcourse import results
+from kdcourse import checkpoints, results
 from kdcourse.metrics import roc_auc
 
-__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "METRICS"]
+__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "run_identity", "METRICS"]
 
 LossFn = Callable[..., Tensor]
 OutputMap = Callable[[Tensor], Tensor]  # model outputs (N, K) → class logits (N, C)
@@ -157,6 +160,51 @@ def _as_list(value: float | list[float]) -> list[float]:
     return list(value) if isinstance(value, list) else [value]
 
 
+def data_fingerprint(batches: Iterable) -> str:
+    """What ``batches`` hold and how they are drawn: its ``fingerprint()`` when it has one (like
+    :class:`kdcourse.data.TensorBatches`), else only its type and length (weaker: say so by name)."""
+    if hasattr(batches, "fingerprint"):
+        return batches.fingerprint()
+    return f"unfingerprinted {type(batches).__qualname__} of {len(batches)} batches"  # type: ignore[arg-type]
+
+
+def run_identity(
+    model: nn.Module, train_batches: Iterable, loss_fn: LossFn | None, val_data: tuple | None, **settings: object
+) -> dict[str, str]:
+    """The arguments that shape a :func:`fit` run, as strings: the architecture (names and shapes of its
+    state), the initial weights, the training data, the validation labels and inputs, the loss and every
+    setting in ``settings`` (epochs, lr, schedule, seed…). Device and precision are left out on purpose:
+    a run may resume on another machine, and its sessions say which trained what."""
+    architecture = ";".join(f"{name}:{tuple(value.shape)}" for name, value in model.state_dict().items())
+    identity = {
+        "model": f"{type(model).__qualname__}[{hashlib.blake2b(architecture.encode(), digest_size=8).hexdigest()}]",
+        "initial weights": checkpoints.module_fingerprint(model),
+        "training data": data_fingerprint(train_batches),
+        "loss": checkpoints.describe_callable(loss_fn),
+    }
+    if val_data is not None:
+        x_val, y_val = val_data
+        inputs = checkpoints.tensor_fingerprint(x_val) if isinstance(x_val, Tensor) else data_fingerprint(x_val)
+        identity["validation data"] = f"{inputs}/{checkpoints.tensor_fingerprint(y_val)}"
+    identity.update({key: repr(value) for key, value in settings.items()})
+    return identity
+
+
+def _check_same_run(path: Path, stored: dict[str, str] | None, identity: dict[str, str]) -> None:
+    if stored is None:
+        raise checkpoints.RunMismatchError(
+            f"{path} was written before checkpoints named their run, so it cannot be checked against this one; "
+            "delete it to train the run again."
+        )
+    changed = [key for key in sorted(set(stored) | set(identity)) if stored.get(key) != identity.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: checkpoint {stored.get(key)!r}, now {identity.get(key)!r}" for key in changed[:3])
+        raise checkpoints.RunMismatchError(
+            f"{path} holds another run than the one asked for ({details}). Delete the file, or give this run "
+            "its own checkpoint path, to train it from the start."
+        )
+
+
 def fit(
     model: nn.Module,
     train_batches: Iterable,
@@ -195,7 +243,10 @@ def fit(
         schedule: ``"constant"``, ``"cosine"`` (to zero over the run) or ``"onecycle"``; stepped per batch.
         early_stopping_patience: stop after this many epochs in which no member improved on validation.
         checkpoint: file written after every epoch; if it exists the run resumes from it, and a
-            finished run is returned without training.
+            finished run is returned without training. It records :func:`run_identity`, and a file
+            of another run raises :class:`kdcourse.checkpoints.RunMismatchError` (a damaged one
+            :class:`~kdcourse.checkpoints.CorruptCheckpointError`, a file that another process is
+            training into :class:`~kdcourse.checkpoints.RunInUseError`), each naming the file.
         seed: seeds the randomness drawn during training (dropout); initialise the model under
             the same seed before calling ``fit`` for a fully reproducible run.
         amp_dtype: e.g. ``torch.bfloat16`` to run forward passes in mixed precision.
@@ -214,26 +265,64 @@ def fit(
         raise ValueError("early stopping needs val_data and a patience >= 1")
     _metric(val_metric)
     device = torch.device(device)
+    given_loss = loss_fn
     loss_fn = loss_fn or (lambda logits, targets, *_: F.cross_entropy(logits.float(), targets))
     model.to(device)
     # the fused kernel makes one pass over each parameter: the update is memory-bound for MLPs
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
     scheduler = _make_scheduler(optimizer, schedule, epochs, len(train_batches), lr)  # type: ignore[arg-type]
+
+    path = Path(checkpoint) if checkpoint is not None else None
+    identity = None
+    if path is not None:
+        identity = run_identity(model, train_batches, given_loss, val_data, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                                schedule=schedule, early_stopping_patience=early_stopping_patience, seed=seed,
+                                val_metric=val_metric, class_logits=checkpoints.describe_callable(class_logits))
+    with checkpoints.RunLock(path) if path is not None else contextlib.nullcontext():
+        return _fit(model, train_batches, loss_fn, optimizer, scheduler, path, identity, epochs=epochs, val_data=val_data,
+                    early_stopping_patience=early_stopping_patience, restore_best=restore_best, seed=seed, device=device,
+                    amp_dtype=amp_dtype, progress=progress, description=description, class_logits=class_logits,
+                    val_metric=val_metric)
+
+
+def _fit(
+    model: nn.Module,
+    train_batches: Iterable,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    path: Path | None,
+    identity: dict[str, str] | None,
+    *,
+    epochs: int,
+    val_data: tuple[Tensor, Tensor] | None,
+    early_stopping_patience: int | None,
+    restore_best: bool,
+    seed: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    progress: bool | None,
+    description: str,
+    class_logits: OutputMap | None,
+    val_metric: str,
+) -> FitResult:
+    """The loop of :func:`fit`, after its arguments are checked and its optimiser built."""
     result = FitResult(metric=val_metric)
     best_state: dict[str, Tensor] | None = None
     best_score: Tensor | None = None  # (G,) best validation score per member
     best_epoch: Tensor | None = None
     stale_epochs = 0
     torch.manual_seed(seed)
-
-    path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
-        state = torch.load(path, weights_only=False, map_location=device)
+        state = checkpoints.load(path, map_location=device)
+        _check_same_run(path, state.get("identity") if isinstance(state, dict) else None, identity)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         best_state, best_score, best_epoch = state["best_model"], state["best_score"], state["best_epoch"]
         stale_epochs = state["stale_epochs"]
         result = FitResult(**state["result"])
@@ -307,23 +396,22 @@ def fit(
         result.stopped_early = stop
         result.finished = stop or epoch + 1 == epochs
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            torch.save(
+            checkpoints.save(
                 {
+                    "identity": identity,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                     "best_model": best_state,
                     "best_score": best_score,
                     "best_epoch": best_epoch,
                     "stale_epochs": stale_epochs,
                     "result": asdict(result),
                 },
-                tmp,
+                path,
             )
-            os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
         if bar is not None:
             bar.update(1)
             bar.set_postfix(train_loss=f"{record['train_loss']:.4f}")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from . import checkpoints
 from .data import normalise_images
 
 __all__ = ["VIEWS", "dihedral_view", "trunk_views", "apply_in_batches", "ViewBatches"]
@@ -125,6 +126,11 @@ class ViewBatches:
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling and views of epoch ``epoch`` (``fit`` calls it)."""
         self.epoch = epoch
+
+    def fingerprint(self) -> str:
+        """What these batches hold and how they are drawn (see :meth:`kdcourse.data.TensorBatches.fingerprint`)."""
+        tensors = checkpoints.tensor_fingerprint(self.features, self.targets, *self.extras)
+        return f"{tensors}{(self.batch_size, self.shuffle, self.seed)}"
 
     def __len__(self) -> int:
         return -(-len(self.targets) // self.batch_size)

@@ -218,9 +218,8 @@ def test_fit_selects_the_best_epoch_of_each_member_separately(task) -> None:
 # ---------------------------------------------------------------- cached teacher logits
 
 
-class Exploding(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise AssertionError("the cached logits should have been used")
+def explode(*_: object) -> None:
+    raise AssertionError("the cached logits should have been used")
 
 
 def test_teacher_logits_are_computed_in_eval_mode(task) -> None:
@@ -239,9 +238,24 @@ def test_teacher_logits_cache_is_written_then_reused(task, tmp_path: Path) -> No
     cache = tmp_path / "sub" / "teacher_logits.pt"
     first = teacher_logits(teacher, task["x"], cache=cache)
     assert cache.is_file()
-    torch.testing.assert_close(torch.load(cache, weights_only=True), first)
-    second = teacher_logits(Exploding(), task["x"], cache=cache)
+    torch.testing.assert_close(torch.load(cache, weights_only=True)["logits"], first)
+    hook = teacher.register_forward_pre_hook(explode)  # the same weights: the teacher must not run again
+    second = teacher_logits(teacher, task["x"], cache=cache)
     assert torch.equal(first, second)
+    hook.remove()
+
+
+def test_teacher_logits_cache_of_another_teacher_or_other_inputs_is_recomputed(task, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    teacher = mlp([8], in_features=IN, num_classes=CLASSES)
+    cache = tmp_path / "teacher_logits.pt"
+    first = teacher_logits(teacher, task["x"], cache=cache)
+    with torch.no_grad():
+        teacher[-1].bias.add_(1.0)  # a retrained teacher: same shapes, other weights
+    shifted = teacher_logits(teacher, task["x"], cache=cache)
+    torch.testing.assert_close(shifted, first + 1.0)
+    other_inputs = task["x"].flip(0)  # same row count, other rows
+    torch.testing.assert_close(teacher_logits(teacher, other_inputs, cache=cache), shifted.flip(0))
 
 
 def test_teacher_logits_cache_with_another_row_count_is_recomputed(task, tmp_path: Path) -> None:
@@ -251,4 +265,4 @@ def test_teacher_logits_cache_with_another_row_count_is_recomputed(task, tmp_pat
     teacher_logits(teacher, task["x"][:10], cache=cache)
     logits = teacher_logits(teacher, task["x"], cache=cache)
     assert logits.shape == (200, CLASSES)
-    assert torch.load(cache, weights_only=True).shape == (200, CLASSES)
+    assert torch.load(cache, weights_only=True)["logits"].shape == (200, CLASSES)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdcourse import checkpoints
 from kdcourse.data import TensorBatches
 from kdcourse.train import FitResult, evaluate, fit, predict_logits
 
@@ -85,6 +90,10 @@ def test_fit_passes_batch_extras_to_the_loss(problem) -> None:
     assert sorted(torch.cat(seen).long().tolist()) == list(range(len(y)))
 
 
+# when the loss below raises: a module global, so that it is no part of the loss's identity
+_INTERRUPT = {"calls": 0, "at": None}
+
+
 def test_interrupted_run_resumes_to_bitwise_identical_weights(problem, tmp_path: Path) -> None:
     x, y = problem["train"]
     batches = TensorBatches(x, y, batch_size=32, seed=7)
@@ -94,15 +103,14 @@ def test_interrupted_run_resumes_to_bitwise_identical_weights(problem, tmp_path:
     reference = small_net()
     reference_result = fit(reference, batches, **kwargs)
 
-    calls = {"n": 0}
-
     def interrupting_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] == steps_per_epoch + 3:  # in the middle of epoch 2
+        _INTERRUPT["calls"] += 1
+        if _INTERRUPT["calls"] == _INTERRUPT["at"]:
             raise KeyboardInterrupt
         return F.cross_entropy(logits, targets)
 
     checkpoint = tmp_path / "run" / "model.ckpt"
+    _INTERRUPT.update(calls=0, at=steps_per_epoch + 3)  # in the middle of epoch 2
     with pytest.raises(KeyboardInterrupt):
         fit(small_net(), batches, interrupting_loss, checkpoint=checkpoint, **kwargs)
     assert checkpoint.is_file()
@@ -110,8 +118,8 @@ def test_interrupted_run_resumes_to_bitwise_identical_weights(problem, tmp_path:
 
     torch.rand(5)  # the global RNG moved on in between: the checkpoint must restore it
     resumed = small_net()
-    calls["n"] = 0
-    resumed_result = fit(resumed, batches, lambda lo, ta: F.cross_entropy(lo, ta), checkpoint=checkpoint, **kwargs)
+    _INTERRUPT.update(calls=0, at=None)
+    resumed_result = fit(resumed, batches, interrupting_loss, checkpoint=checkpoint, **kwargs)
     assert_same_weights(resumed, reference)
     assert without_seconds(resumed_result.history) == without_seconds(reference_result.history)
     assert resumed_result.best_epoch == reference_result.best_epoch
@@ -128,22 +136,78 @@ def test_resuming_without_the_rng_state_would_differ(problem, tmp_path: Path) ->
     assert not torch.equal(first[0].weight, second[0].weight)
 
 
-def test_finished_checkpoint_returns_without_training(problem, tmp_path: Path) -> None:
+def test_finished_checkpoint_returns_without_training(problem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = problem["train"]
     batches = TensorBatches(x, y, batch_size=32)
     checkpoint = tmp_path / "done.ckpt"
     model = small_net()
     result = fit(model, batches, epochs=2, val_data=problem["val"], lr=5e-3, checkpoint=checkpoint, progress=False)
 
-    def must_not_train(*_: torch.Tensor) -> torch.Tensor:
+    def must_not_train(*_: object, **__: object) -> None:
         raise AssertionError("a finished run must not train again")
 
-    again = small_net(seed=5)
-    again_result = fit(again, batches, must_not_train, epochs=2, val_data=problem["val"], lr=5e-3, checkpoint=checkpoint, progress=False)
+    monkeypatch.setattr(torch.optim.AdamW, "step", must_not_train)
+    again = small_net()
+    again_result = fit(again, batches, epochs=2, val_data=problem["val"], lr=5e-3, checkpoint=checkpoint, progress=False)
     assert again_result.history == result.history
     assert again_result.best_epoch == result.best_epoch
     assert again_result.best_val_score == result.best_val_score
     assert_same_weights(again, model)
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"epochs": 3}, "epochs"),
+        ({"lr": 1e-3}, "lr"),
+        ({"schedule": "cosine"}, "schedule"),
+        ({"seed": 1}, "seed"),
+        ({"init_seed": 5}, "initial weights"),
+        ({"loss": lambda logits, targets: F.cross_entropy(logits, targets, label_smoothing=0.1)}, "loss"),
+        ({"data_seed": 8}, "training data"),
+    ],
+)
+def test_a_checkpoint_of_another_run_is_refused(problem, tmp_path: Path, change: dict, named: str) -> None:
+    """Every argument that shapes the run is part of its identity; a changed one names itself."""
+    x, y = problem["train"]
+    checkpoint = tmp_path / "run.ckpt"
+
+    def run(epochs: int = 2, lr: float = 5e-3, schedule: str = "constant", seed: int = 0, init_seed: int = 0,
+            loss=None, data_seed: int = 7) -> None:
+        fit(small_net(init_seed), TensorBatches(x, y, batch_size=32, seed=data_seed), loss, epochs=epochs, lr=lr,
+            schedule=schedule, seed=seed, val_data=problem["val"], checkpoint=checkpoint, progress=False)
+
+    run()
+    run()  # the same run: returned from its checkpoint
+    with pytest.raises(checkpoints.RunMismatchError, match=rf"{re.escape(str(checkpoint))} holds another run.*{named}"):
+        run(**change)
+
+
+def test_a_corrupt_checkpoint_names_the_file(problem, tmp_path: Path) -> None:
+    x, y = problem["train"]
+    checkpoint = tmp_path / "run.ckpt"
+    fit(small_net(), TensorBatches(x, y, batch_size=32), epochs=1, checkpoint=checkpoint, progress=False)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:200])  # truncated, as by a full disk
+    with pytest.raises(checkpoints.CorruptCheckpointError, match=rf"{re.escape(str(checkpoint))} cannot be read.*Delete it"):
+        fit(small_net(), TensorBatches(x, y, batch_size=32), epochs=1, checkpoint=checkpoint, progress=False)
+
+
+def test_a_second_process_waits_for_the_run_that_holds_the_checkpoint(
+    problem, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Another process holds the run's lock for two seconds: fit says so, waits, then trains."""
+    x, y = problem["train"]
+    checkpoint = tmp_path / "run.ckpt"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from kdcourse.checkpoints import RunLock\n"
+        f"with RunLock({str(checkpoint)!r}):\n    print('locked', flush=True); time.sleep(2)"
+    )], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    start = time.perf_counter()
+    result = fit(small_net(), TensorBatches(x, y, batch_size=32), epochs=1, checkpoint=checkpoint, progress=False)
+    assert holder.wait(timeout=30) == 0
+    assert time.perf_counter() - start > 1.0 and result.finished
+    assert re.search(rf"pid {holder.pid}\) is training into {re.escape(str(checkpoint))}: waiting", capfd.readouterr().err)
 
 
 def test_early_stopping_stops_when_validation_does_not_improve(problem) -> None:

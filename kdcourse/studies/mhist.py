@@ -46,7 +46,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor, nn
 
 from .. import data as kd_data
-from .. import hardware, paths
+from .. import checkpoints, hardware, paths
 from ..backbones import Backbone, backbone, pooled_head, set_trainable, split_at
 from ..effects import Effect, bootstrap_auc_effect, paired_effect
 from ..losses import check_alpha, check_temperature, distillation_loss
@@ -156,11 +156,15 @@ def vote_subclasses(labels: Tensor, votes: Tensor) -> Tensor:
 def load_backbones(config: MhistConfig, num_classes: dict[str, int] | None = None) -> dict[str, Backbone]:
     """The three networks of ``config.pair`` (pretrained unless ``config.pretrained`` is false).
 
+    Random weights (``config.pretrained`` false, smoke runs only) are drawn under a fixed seed, so that
+    every call gives the same networks and a resumed run finds the features it was trained on.
     Raises :class:`kdcourse.backbones.MissingWeightsError` when pretrained weights are not available."""
     weights = "imagenet" if config.pretrained else None
     counts = num_classes or {}
-    return {role: backbone(name, counts.get(role, 2), weights=weights)
-            for role, name in zip(ROLES, PAIRS[config.pair], strict=True)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return {role: backbone(name, counts.get(role, 2), weights=weights)
+                for role, name in zip(ROLES, PAIRS[config.pair], strict=True)}
 
 
 @dataclass
@@ -211,8 +215,13 @@ def _role_views(role: str, net: Backbone, dataset: kd_data.MhistData, config: Mh
                 device: torch.device, amp: torch.dtype | None) -> _Views:
     """The cached views of ``role``'s pretrained trunk and top (computed once, then read from ``folder``)."""
     path = folder.parent / "cache" / f"{role}_{_cache_key(config, role)}.pt"  # shared by configurations
+    # the file is reused only for the same weights and images
+    key = {"weights": checkpoints.module_fingerprint(net.model),
+           "images": checkpoints.tensor_fingerprint(dataset.train.x, dataset.val.x, dataset.test.x)}
     if path.is_file():
-        return _Views(**torch.load(path, weights_only=True))
+        stored = checkpoints.load(path, weights_only=True)
+        if stored.get("key") == key:
+            return _Views(**stored["views"])
     trunk, top = split_at(net.model, config.split_reduction)
     layout = hardware.CONV_MEMORY_FORMAT
     trunk.to(device)
@@ -226,10 +235,7 @@ def _role_views(role: str, net: Backbone, dataset: kd_data.MhistData, config: Mh
         return apply_in_batches(lambda z: top(z, pre_logits=True), maps, batch_size=256, device=device, amp_dtype=amp)
 
     views = _Views(train, val, test, torch.stack([pooled(v) for v in train]), pooled(val), pooled(test))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(asdict(views), tmp)
-    tmp.replace(path)
+    checkpoints.save({"key": key, "views": asdict(views)}, path)
     return views
 
 

@@ -1,0 +1,215 @@
+"""Files that let a long run stop and resume safely: fingerprints, guarded loading, one writer at a time.
+
+A checkpoint is only worth resuming if it belongs to the run being asked for, and a cache is only
+worth reading if it was computed from the same network and inputs. This module gives the pieces
+that :func:`kdcourse.train.fit` and the caches of :mod:`kdcourse.distill` use for that:
+
+* :func:`tensor_fingerprint`, :func:`module_fingerprint` and :func:`describe_callable` turn data,
+  weights and a loss function into short strings that change when they change;
+* :func:`load` reads a file written by :func:`save` and turns a truncated or corrupt file into an
+  error that names it and says how to discard it; :func:`save` writes atomically;
+* :class:`RunLock` lets one process at a time train into a checkpoint file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import sys
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CorruptCheckpointError", "RunMismatchError", "RunInUseError", "tensor_fingerprint", "module_fingerprint",
+    "describe_callable", "load", "save", "RunLock",
+]
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint or cache file exists but cannot be read (truncated, corrupt, or not a torch file)."""
+
+
+class RunMismatchError(RuntimeError):
+    """A checkpoint belongs to another run than the one asked to resume from it."""
+
+
+class RunInUseError(RuntimeError):
+    """Another process is training into the same checkpoint file."""
+
+
+# fingerprints of tensors already hashed: id → (weak reference, version counter, fingerprint)
+_known: dict[int, tuple[weakref.ref, int, str]] = {}
+
+
+def _tensor_digest(tensor: Tensor) -> str:
+    key = id(tensor)
+    known = _known.get(key)
+    if known is not None and known[0]() is tensor and known[1] == tensor._version:
+        return known[2]
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest = hashlib.blake2b(f"{flat.dtype}{tuple(tensor.shape)}".encode(), digest_size=16)
+    digest.update(memoryview(flat.view(torch.uint8).numpy()))
+    value = digest.hexdigest()
+    _known[key] = (weakref.ref(tensor, lambda _, key=key: _known.pop(key, None)), tensor._version, value)
+    return value
+
+
+def tensor_fingerprint(*tensors: Tensor) -> str:
+    """A 32-hex-digit hash of the dtypes, shapes and values of ``tensors`` (in order).
+
+    Hashing runs at about 1 GB/s on one core; a tensor hashed before, and not modified in place since,
+    is not hashed again.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        digest.update(_tensor_digest(tensor).encode())
+    return digest.hexdigest()
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """A hash of a module's state: every parameter and buffer, by name, shape, dtype and value."""
+    state = module.state_dict()
+    digest = hashlib.blake2b(digest_size=16)
+    for name, value in state.items():
+        digest.update(name.encode())
+        if isinstance(value, Tensor):
+            digest.update(_tensor_digest(value).encode())
+    return digest.hexdigest()
+
+
+_PLAIN = (bool, int, float, str, bytes, type(None))
+
+
+def _describe_value(value: Any, depth: int) -> str:
+    if isinstance(value, _PLAIN):
+        return repr(value)
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if isinstance(value, Tensor):
+        return f"tensor:{tensor_fingerprint(value)}"
+    if isinstance(value, nn.Module):
+        return f"{type(value).__qualname__}:{module_fingerprint(value)}"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_describe_value(v, depth) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe_value(v, depth)}" for k, v in sorted(value.items(), key=repr)) + "}"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return f"{type(value).__qualname__}({_describe_value(fields, depth)})"
+    if callable(value) and depth > 0:
+        return describe_callable(value, depth=depth - 1)
+    return type(value).__qualname__  # an object without a stable description: its type only
+
+
+def describe_callable(fn: Callable | None, *, depth: int = 3) -> str:
+    """A description of a function that changes when its behaviour's inputs change.
+
+    Names the function (module and qualified name) and describes what it closes over, its default
+    arguments and, for a :func:`functools.partial`, its bound arguments: numbers and strings by
+    value, tensors and modules by fingerprint, nested functions to ``depth`` levels. ``None`` stands
+    for the default loss (cross-entropy). The description never contains a memory address.
+    """
+    if fn is None:
+        return "cross_entropy"
+    if isinstance(fn, functools.partial):
+        bound = _describe_value([list(fn.args), dict(fn.keywords)], depth)
+        return f"partial({describe_callable(fn.func, depth=depth)}, {bound})"
+    target = getattr(fn, "__func__", fn)  # a bound method: its function
+    if not hasattr(target, "__code__"):  # a callable object: a dataclass by its fields, else by its type
+        if dataclasses.is_dataclass(target):
+            return _describe_value(target, depth)
+        return type(target).__qualname__
+    name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
+    parts = []
+    if target is not fn and getattr(fn, "__self__", None) is not None:  # a bound method: its object too
+        parts.append(f"self={_describe_value(fn.__self__, depth - 1)}")
+    closure = getattr(target, "__closure__", None) or ()
+    names = getattr(getattr(target, "__code__", None), "co_freevars", ())
+    for cell_name, cell in zip(names, closure):
+        try:
+            parts.append(f"{cell_name}={_describe_value(cell.cell_contents, depth)}")
+        except ValueError:  # an empty cell
+            parts.append(f"{cell_name}=<empty>")
+    defaults = getattr(target, "__defaults__", None)
+    if defaults:
+        parts.append(f"defaults={_describe_value(list(defaults), depth)}")
+    kwdefaults = getattr(target, "__kwdefaults__", None)
+    if kwdefaults:
+        parts.append(f"kwdefaults={_describe_value(kwdefaults, depth)}")
+    return f"{name}({', '.join(parts)})"
+
+
+def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", weights_only: bool = False) -> Any:
+    """Read a torch file; a truncated or corrupt one raises :class:`CorruptCheckpointError` naming it."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, … for damaged files
+        raise CorruptCheckpointError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); it is truncated or corrupt. Delete it "
+            "to compute it again (a checkpoint: that run starts over; a cache: it is recomputed)."
+        ) from exc
+
+
+def save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``obj`` with :func:`torch.save` atomically: an interruption never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class RunLock:
+    """An exclusive lock on ``<checkpoint>.lock`` for as long as a run trains into ``checkpoint``.
+
+    The lock is an advisory ``flock``: the operating system drops it when its process ends, however it
+    ends, so a killed run never leaves a stale lock. A second process that asks for the same lock
+    waits for it (saying so on stderr, with the holder's pid), then finds the first one's checkpoint:
+    two chapters that need the same teacher train it once. With ``wait=False`` it raises
+    :class:`RunInUseError` instead. Where ``fcntl`` does not exist (Windows) the lock does nothing.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike[str], *, wait: bool = True) -> None:
+        self.path = Path(checkpoint).with_name(Path(checkpoint).name + ".lock")
+        self.wait = wait
+        self._file: Any = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            message = f"another process (pid {holder}) is training into {self.path.with_suffix('')}"
+            if not self.wait:
+                handle.close()
+                raise RunInUseError(f"{message}; wait for it to finish, or stop it, before starting this run again.") from None
+            print(f"{message}: waiting for it to finish", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None
