@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -36,6 +36,8 @@ __all__ = [
     "find_chapters",
     "convert_chapter",
     "kernel_environment",
+    "visible_gpus",
+    "runs_last",
     "execute_chapters",
     "finalise_executed",
     "add_smoke_notice",
@@ -190,6 +192,19 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process sees, as indices for ``CUDA_VISIBLE_DEVICES`` (``[]`` without CUDA)."""
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def runs_last(chapter: Path) -> bool:
+    """Whether a chapter reads what the others record (front matter ``kdcourse: {runs_last: true}``,
+    e.g. the appendix of results): it runs after every other chapter has finished."""
+    return bool(_front_matter(chapter).get(PROFILE_METADATA, {}).get("runs_last"))
+
+
 def execute_chapters(
     names: Iterable[str] | None = None,
     profile: str = "smoke",
@@ -198,6 +213,7 @@ def execute_chapters(
     root: Path | None = None,
     on_done: Callable[[str, float], None] | None = None,
     parameters: dict[str, object] | None = None,
+    devices: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Run the chapters (all notebook chapters by default) with papermill under ``profile``.
 
@@ -206,17 +222,21 @@ def execute_chapters(
     called with each chapter's name and wall time as it finishes. ``parameters`` override further
     names of the chapters' ``parameters`` cells (e.g. ``{"SEEDS": (0, 1)}``).
 
+    With several ``devices`` (default: :func:`visible_gpus` when there are two or more), chapters run
+    side by side, one per device, each in its own process that sees only its device
+    (``CUDA_VISIBLE_DEVICES``); chapters that need the same network wait for each other's checkpoint
+    (:class:`kdcourse.checkpoints.RunLock`), and :func:`runs_last` chapters start when all others are done.
+
     The profile reaches the kernels through ``$KDCOURSE_PROFILE`` (the chapters' ``PROFILE = None``
     reads it), and :func:`finalise_executed` folds any other parameters into the chapter's own
     parameters cell, so an executed notebook has exactly one parameters cell for a reader to edit.
     Smoke runs keep their checkpoints in a temporary folder (unless ``$KDCOURSE_RUNS`` is set).
     """
-    import papermill
-
     root = Path(root) if root is not None else repo_root()
     profile = resolve_profile(profile)
     out_dir = Path(out_dir) if out_dir is not None else root / "_build" / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
+    devices = list(devices) if devices is not None else visible_gpus()
     timings_path = out_dir / "timings.json"
     timings: dict[str, float] = {}
     if timings_path.is_file():
@@ -224,34 +244,104 @@ def execute_chapters(
         if previous.get("profile") == profile:
             timings = {k: v for k, v in previous.items() if k != "profile"}
 
+    def finished(name: str, seconds: float) -> None:
+        timings[name] = round(seconds, 1)
+        timings_path.write_text(json.dumps({**timings, "profile": profile}, indent=1) + "\n")
+        if on_done is not None:
+            on_done(name, timings[name])
+
     environment = kernel_environment(root, profile)
+    chapters = find_chapters(names, root)
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         if profile == "smoke" and not os.environ.get(RUNS_ENV):
             # smoke checkpoints are throw-away: they live in a temporary folder, shared by the chapters of
             # this call (later chapters reuse earlier chapters' teachers) and removed at the end
             environment[RUNS_ENV] = stack.enter_context(tempfile.TemporaryDirectory(prefix="kdcourse-smoke-runs-"))
         stack.enter_context(_environment(environment))
-        for chapter in find_chapters(names, root):
-            source = convert_chapter(chapter, Path(tmp))
-            output = out_dir / source.name
-            start = time.perf_counter()
-            try:
-                papermill.execute_notebook(
-                    str(source), str(output), parameters=dict(parameters or {}), cwd=str(root / BOOK_DIR),
-                    kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-                )
-                finalise_executed(output, profile)
-            except Exception as exc:
-                raise RuntimeError(
-                    f"chapter {chapter.stem!r} failed under the {profile} profile; the partially executed "
-                    f"notebook is {output}\n{exc}"
-                ) from exc
-            timings[chapter.stem] = round(time.perf_counter() - start, 1)
-            timings_path.write_text(json.dumps({**timings, "profile": profile}, indent=1) + "\n")
-            if on_done is not None:
-                on_done(chapter.stem, timings[chapter.stem])
+        if len(devices) > 1 and len(chapters) > 1:
+            _execute_side_by_side(chapters, profile, out_dir, timeout, root, parameters or {}, devices, finished)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            for chapter in chapters:
+                start = time.perf_counter()
+                _execute_one(chapter, profile, out_dir, timeout, root, parameters or {}, tmp)
+                finished(chapter.stem, time.perf_counter() - start)
     return timings
+
+
+def _execute_one(chapter: Path, profile: str, out_dir: Path, timeout: float | None, root: Path,
+                 parameters: dict[str, object], tmp: Path) -> None:
+    """Run one chapter with papermill in this process's environment into ``out_dir/<name>.ipynb``."""
+    import papermill
+
+    source = convert_chapter(chapter, tmp)
+    output = out_dir / source.name
+    try:
+        papermill.execute_notebook(
+            str(source), str(output), parameters=dict(parameters), cwd=str(root / BOOK_DIR),
+            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+        )
+        finalise_executed(output, profile)
+    except Exception as exc:
+        raise RuntimeError(
+            f"chapter {chapter.stem!r} failed under the {profile} profile; the partially executed "
+            f"notebook is {output}\n{exc}"
+        ) from exc
+
+
+def _execute_side_by_side(chapters: list[Path], profile: str, out_dir: Path, timeout: float | None, root: Path,
+                          parameters: dict[str, object], devices: list[str],
+                          finished: Callable[[str, float], None]) -> None:
+    """Run ``chapters`` as ``kdcourse execute`` processes, one per device at a time (see :func:`execute_chapters`)."""
+    import queue
+    import threading
+
+    first = [c for c in chapters if not runs_last(c)]
+    last = [c for c in chapters if runs_last(c)]
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def run(chapter: Path, device: str) -> None:
+        own = out_dir / "_side_by_side" / chapter.stem
+        shutil.rmtree(own, ignore_errors=True)
+        own.mkdir(parents=True)
+        command = [sys.executable, "-m", "kdcourse", "execute", chapter.stem, "--profile", profile, "--output", str(own)]
+        command += ["--timeout", str(timeout)] if timeout is not None else []
+        for name, value in parameters.items():
+            command += ["-p", f"{name}={value!r}"]
+        start = time.perf_counter()
+        log = own / "log.txt"
+        with log.open("w") as handle:
+            code = subprocess.run(command, cwd=root, env={**os.environ, "CUDA_VISIBLE_DEVICES": device},
+                                  stdout=handle, stderr=subprocess.STDOUT).returncode
+        with lock:
+            if code != 0:
+                failures.append(f"chapter {chapter.stem!r} failed on device {device} (log: {log}):\n"
+                                f"{log.read_text()[-2000:]}")
+                return
+            shutil.move(str(own / f"{chapter.stem}.ipynb"), out_dir / f"{chapter.stem}.ipynb")
+            finished(chapter.stem, time.perf_counter() - start)
+
+    for batch in (first, last):
+        waiting: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        for chapter in batch:
+            waiting.put(chapter)
+
+        def worker(device: str) -> None:
+            while not failures:
+                try:
+                    chapter = waiting.get_nowait()
+                except queue.Empty:
+                    return
+                run(chapter, device)
+
+        threads = [threading.Thread(target=worker, args=(device,)) for device in devices[: max(len(batch), 1)]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise RuntimeError("\n".join(failures))
 
 
 def _has_tag(cell: Mapping, tag: str) -> bool:

@@ -46,8 +46,15 @@ def _execute(args: argparse.Namespace) -> dict[str, float]:
     print(f"executing with the {args.profile} profile", flush=True)
     return book.execute_chapters(
         args.chapters or None, profile=args.profile, out_dir=args.output, timeout=args.timeout, on_done=_print_time,
-        parameters=dict(getattr(args, "param", [])),
+        parameters=dict(getattr(args, "param", [])), devices=args.gpus,
     )
+
+
+def _gpus(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not all(d.isdigit() for d in devices):
+        raise argparse.ArgumentTypeError(f"--gpus takes CUDA device indices separated by commas, such as 0,1; got {text!r}")
+    return devices
 
 
 def _build_html(executed: Path | None, strict: bool) -> None:
@@ -64,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     execute.add_argument("--profile", choices=PROFILES, default="smoke", help="run profile (default: smoke)")
     execute.add_argument("--output", type=Path, default=None, help="folder of executed notebooks (default: _build/executed)")
     execute.add_argument("--timeout", type=float, default=None, help="time limit per cell in seconds (default: none)")
+    execute.add_argument("--gpus", type=_gpus, default=None, metavar="I,J,...",
+                         help="GPUs to run chapters side by side on, one chapter per GPU (default: every visible GPU)")
     execute.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", type=_parameter,
                          help="set a name of the chapters' parameters cell, VALUE a Python literal (e.g. -p EUROSAT=False); repeatable")
 
@@ -75,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     whole.add_argument("--profile", choices=PROFILES, default="smoke", help="run profile (default: smoke)")
     whole.add_argument("--timeout", type=float, default=None, help="time limit per cell in seconds (default: none)")
     whole.add_argument("--strict", action="store_true", help="treat Sphinx warnings as errors")
+    whole.add_argument("--gpus", type=_gpus, default=None, metavar="I,J,...",
+                         help="GPUs to run chapters side by side on, one chapter per GPU (default: every visible GPU)")
+
+    export = sub.add_parser("export-notebooks", help="write every chapter as an .ipynb for the Colab and Binder buttons")
+    export.add_argument("output", type=Path, help="folder of the tree to push to the notebooks branch")
+    export.add_argument("--executed", type=Path, default=None, help="folder of executed notebooks (default: _build/executed)")
+    export.add_argument("--ref", default=None, help="commit the notebooks install the package at (default: the one checked out)")
 
     timings = sub.add_parser("timings", help="record the README commands' timings, or render them into the README")
     timings_sub = timings.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -103,6 +119,11 @@ def _run(argv: list[str]) -> int:
         _execute(args)
     elif args.command == "build-html":
         _build_html(args.executed, args.strict)
+    elif args.command == "export-notebooks":
+        from kdcourse.publish import export_notebooks
+
+        written = export_notebooks(args.output, args.executed, ref=args.ref)
+        print(f"{len(written)} notebooks in {args.output / book.BOOK_DIR}")
     elif args.command == "timings":
         from kdcourse import timings
 
@@ -114,7 +135,7 @@ def _run(argv: list[str]) -> int:
             print("README.md: timing section " + ("rewritten" if changed else "already up to date"))
     elif args.command == "book":
         start = time.perf_counter()
-        args.chapters, args.output = None, None
+        args.chapters, args.output, args.param = None, None, []
         _execute(args)
         _build_html(None, args.strict)
         print(f"total: {time.perf_counter() - start:.1f} s")

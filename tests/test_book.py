@@ -184,3 +184,32 @@ def test_cli_rejects_malformed_parameters(bad: str, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["execute", "b", "-p", bad])
     assert "NAME=VALUE" in capsys.readouterr().err or "literal" in capsys.readouterr().err
+
+
+def test_chapters_run_side_by_side_one_per_device_and_last_ones_after(repo: Path, tmp_path: Path) -> None:
+    """Two devices: chapters a and b overlap in time, each sees one device, and a runs_last chapter starts after both."""
+    stamp = (
+        "import os, time, json\nfrom pathlib import Path\nstart = time.time(); time.sleep(3)\n"
+        "Path('{name}.json').write_text(json.dumps([os.environ['CUDA_VISIBLE_DEVICES'], start, time.time()]))"
+    )
+    (repo / "book" / "a.md").write_text(notebook(stamp.format(name="a")))
+    (repo / "book" / "b.md").write_text(notebook(stamp.format(name="b")))
+    (repo / "book" / "z.md").write_text(
+        notebook(stamp.format(name="z")).replace("---\n\n# A chapter", "kdcourse:\n  runs_last: true\n---\n\n# A chapter", 1)
+    )
+    (repo / "_toc.yml").write_text((repo / "_toc.yml").read_text() + "  - file: book/z\n")
+    out = tmp_path / "executed"
+    timings = book.execute_chapters(profile="smoke", out_dir=out, root=repo, devices=["0", "1"])
+    assert set(timings) == {"a", "b", "z"} and all((out / f"{n}.ipynb").is_file() for n in timings)
+    (dev_a, start_a, end_a), (dev_b, start_b, end_b), (_, start_z, _) = (
+        json.loads((repo / "book" / f"{n}.json").read_text()) for n in "abz")
+    assert {dev_a, dev_b} == {"0", "1"}
+    assert start_a < end_b and start_b < end_a  # side by side
+    assert start_z >= max(end_a, end_b)
+    assert json.loads((out / "timings.json").read_text())["profile"] == "smoke"
+
+
+def test_a_failing_chapter_side_by_side_is_named_with_its_log(repo: Path, tmp_path: Path) -> None:
+    (repo / "book" / "b.md").write_text(notebook("raise ValueError('boom')"))
+    with pytest.raises(RuntimeError, match=r"(?s)chapter 'b' failed on device \d \(log: .*log\.txt\).*boom"):
+        book.execute_chapters(profile="smoke", out_dir=tmp_path / "executed", root=repo, devices=["0", "1"])
