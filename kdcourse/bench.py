@@ -1,9 +1,10 @@
 """Training-throughput benchmark: ``kdcourse bench``.
 
 Measures, on random MNIST-shaped data, the wall time of training steps for the teacher and the
-student, starting from the plain recipe (float32, batches of 128, PyTorch's default Adam) and
-adding one by one what the MNIST chapter uses: bfloat16 autocast, batches of 256 for the students,
-the fused Adam kernel, and students stacked into one :class:`~kdcourse.distill.StackedMLP`. It
+student, starting from the plain recipe (float32, batches of 128, PyTorch's default Adam and
+dropout) and adding one by one what the MNIST chapter uses: bfloat16 autocast, dropout masks drawn
+from random bytes for the teacher, batches of 256 for the students, the fused Adam kernel, and
+students stacked into one :class:`~kdcourse.distill.StackedMLP`. It
 reports seconds per training epoch of 55,000 images, per model. Run it on an otherwise idle machine:
 two processes sharing two cores slow each other down many times over. Random data produces no
 denormal numbers, so the effect of flushing them (see ``kdcourse/__init__.py``) shows only in
@@ -54,10 +55,19 @@ def _training_step(
     return step
 
 
+def _with_torch_dropout(model: torch.nn.Sequential) -> torch.nn.Sequential:
+    """``model`` with each :class:`~kdcourse.models.ByteMaskDropout` replaced by PyTorch's ``nn.Dropout``."""
+    for index, layer in enumerate(model):
+        if isinstance(layer, models.ByteMaskDropout):
+            model[index] = torch.nn.Dropout(layer.p)
+    return model
+
+
 def benchmark(stack_size: int = 4, steps: int = 20) -> list[dict[str, float | str]]:
     """Seconds per epoch (55,000 images) and per model, from the plain recipe to the one the MNIST chapter uses.
 
-    Rows: the teacher in float32 and with bfloat16 autocast (channels-last); one student alone in
+    Rows: the teacher with PyTorch's dropout in float32 and with bfloat16 autocast (channels-last),
+    then with the byte-mask dropout of :class:`~kdcourse.models.ByteMaskDropout`; one student alone in
     float32 with batches of 128 and PyTorch's default (for-each) Adam, the starting point; then
     bfloat16, batches of 256, the fused Adam kernel, and finally ``stack_size`` students stacked.
     """
@@ -84,8 +94,9 @@ def benchmark(stack_size: int = 4, steps: int = 20) -> list[dict[str, float | st
             "seconds_per_epoch_per_model": round(per_epoch / members, 3),
         })
 
-    add("teacher (CNN)", models.mnist_teacher(), 128, None, False)
-    add("teacher (CNN)", models.mnist_teacher(), 128, torch.bfloat16, True)
+    add("teacher (CNN)", _with_torch_dropout(models.mnist_teacher()), 128, None, False)
+    add("teacher (CNN)", _with_torch_dropout(models.mnist_teacher()), 128, torch.bfloat16, True)
+    add("teacher, byte masks", models.mnist_teacher(), 128, torch.bfloat16, True)
     add("one student", models.mnist_student(), 128, None, False)
     add("one student", models.mnist_student(), 128, torch.bfloat16, False)
     add("one student", models.mnist_student(), 256, torch.bfloat16, False)

@@ -12,6 +12,7 @@ def test_benchmark_reports_positive_times_for_every_configuration() -> None:
     assert [(r["model"], r["precision"], r["batch"], r["adam"]) for r in rows] == [
         ("teacher (CNN)", "fp32", 128, "for-each"),
         ("teacher (CNN)", "bf16 autocast", 128, "fused"),
+        ("teacher, byte masks", "bf16 autocast", 128, "fused"),
         ("one student", "fp32", 128, "for-each"),
         ("one student", "bf16 autocast", 128, "for-each"),
         ("one student", "bf16 autocast", 256, "for-each"),

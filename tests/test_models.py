@@ -143,3 +143,38 @@ def test_count_macs_keeps_the_training_mode() -> None:
 def test_count_macs_raises_when_the_forward_pass_fails() -> None:
     with pytest.raises(RuntimeError, match="MACs"):
         count_macs(models.mnist_student(), (3, 32, 32))  # 3072 inputs for a 784-input MLP
+
+
+def test_byte_mask_dropout_drops_at_its_rate_and_scales_the_rest() -> None:
+    torch.manual_seed(0)
+    layer = models.ByteMaskDropout(0.25)
+    x = torch.ones(400, 1000)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005  # 400,000 draws: the std of the rate is 0.0007
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    assert torch.allclose(y.mean(), torch.tensor(1.0), atol=0.01)  # unbiased, like nn.Dropout
+    assert abs(kept[:, :8].float().mean().item() - 0.75) < 0.03  # every byte of a draw is used evenly
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_byte_mask_dropout_is_seeded_and_passes_gradients_through_kept_elements() -> None:
+    layer = models.ByteMaskDropout(0.5)
+    x = torch.randn(3, 5, 7, requires_grad=True)
+    torch.manual_seed(3)
+    first = layer(x)
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), first)
+    first.sum().backward()
+    assert torch.equal(x.grad, (first != 0).float() * 2.0)
+
+
+@pytest.mark.parametrize("p", [0.3, 1.0, -0.5])
+def test_byte_mask_dropout_needs_a_multiple_of_one_256th_below_one(p: float) -> None:
+    with pytest.raises(ValueError, match="multiple of 1/256"):
+        models.ByteMaskDropout(p)
+
+
+def test_the_teacher_drops_with_byte_masks() -> None:
+    assert sum(isinstance(m, models.ByteMaskDropout) for m in models.mnist_teacher()) == 2
