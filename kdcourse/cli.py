@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("output", type=Path, help="folder of the tree to push to the notebooks branch")
     export.add_argument("--executed", type=Path, default=None, help="folder of executed notebooks (default: _build/executed)")
     export.add_argument("--ref", default=None, help="commit the notebooks install the package at (default: the one checked out)")
+    export.add_argument("--repository", default=None,
+                        help="git URL the notebooks clone the package from (default: repository.url of _config.yml)")
 
     timings = sub.add_parser("timings", help="record the README commands' timings, or render them into the README")
     timings_sub = timings.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -122,7 +124,7 @@ def _run(argv: list[str]) -> int:
     elif args.command == "export-notebooks":
         from kdcourse.publish import export_notebooks
 
-        written = export_notebooks(args.output, args.executed, ref=args.ref)
+        written = export_notebooks(args.output, args.executed, repository=args.repository, ref=args.ref)
         print(f"{len(written)} notebooks in {args.output / book.BOOK_DIR}")
     elif args.command == "timings":
         from kdcourse import timings
