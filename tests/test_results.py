@@ -55,6 +55,7 @@ def test_training_provenance_follows_fit_across_a_resume(tmp_path: Path) -> None
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     checkpoint = tmp_path / "run.pt"
     results.record_start()
+    torch.manual_seed(0)
     first = fit(torch.nn.Linear(4, 2), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=checkpoint,
                 val_data=(x, y), progress=False)
     assert len(first.sessions) == 1 and first.sessions[0]["epochs"] == 2
@@ -64,6 +65,7 @@ def test_training_provenance_follows_fit_across_a_resume(tmp_path: Path) -> None
     assert trained["commits"] == [results.code_commit()] and trained["first"] <= trained["last"]
 
     results.record_start()  # a new chapter run resumes the finished checkpoint
+    torch.manual_seed(0)  # the same run: the same initial weights
     again = fit(torch.nn.Linear(4, 2), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=checkpoint,
                 val_data=(x, y), progress=False)
     assert again.sessions == first.sessions

@@ -36,8 +36,9 @@ def test_every_arm_and_regime_for_every_seed(outcome) -> None:
     assert set(binary.regime) == {"all labels", "40 labels"}
     assert binary.groupby(["seed", "regime"]).arm.nunique().eq(5).all()
     ten = students[students.task == "ten-class"]
-    assert set(ten.regime) == {"all labels"} and ten.groupby("seed").arm.nunique().eq(3).all()
+    assert set(ten.regime) == {"all labels"} and ten.groupby("seed").arm.nunique().eq(4).all()
     assert ten[ten.arm == "learned-subclass KD"].outputs.eq(20).all()
+    assert ten[ten.arm == "KD from the learned teacher's class logits"].outputs.eq(10).all()  # the control
     subclass_rows = students[students.arm.isin(["learned-subclass KD", "known-subclass KD"]) & (students.task == "binary")]
     assert subclass_rows.outputs.eq(10).all()
     assert students.test_accuracy.between(0, 1).all()

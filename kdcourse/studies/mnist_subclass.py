@@ -245,6 +245,8 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
             ("ten-class", "KD from the digit teacher", 10, logits["digits"], _plain(config, config.alpha)),
             ("ten-class", "learned-subclass KD", 10 * config.ten_class_subclasses, logits["ten-class learned"],
              _subclass(config, config.ten_class_subclasses)),
+            ("ten-class", "KD from the learned teacher's class logits", 10,
+             class_logits_from_subclasses(logits["ten-class learned"], config.ten_class_subclasses), _plain(config, config.alpha)),
         ]
         limited = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))[: config.limited_samples]
         regimes = [("all labels", None, config.student_epochs), (f"{config.limited_samples} labels", limited, config.limited_epochs)]
