@@ -89,16 +89,9 @@ def test_dirty_code_is_named_by_the_hash_of_its_diff(monkeypatch: pytest.MonkeyP
 
 
 RECORDED = Path(__file__).resolve().parents[1] / "book" / "results" / "full"
-# recorded before training provenance existed, from uncommitted code; its re-recording (a full retrain,
-# about half an hour on a quiet 2-core CPU) is pending. strict: the test fails once the file is clean.
-PENDING_RERECORD = {"nuclear_norm"}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="re-record pending")) if n in PENDING_RERECORD else n
-     for n in list_results("full", RECORDED)],
-)
+@pytest.mark.parametrize("name", list_results("full", RECORDED))
 def test_committed_full_profile_results_name_committed_code(name: str) -> None:
     """Every recorded full-profile file names a clean commit for its render and its training."""
     record = load_results(name, folder=RECORDED)
