@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kdcourse import book, effects, timings
+from kdcourse import book, effects, results, timings
 
 NOTEBOOK = "---\nkernelspec:\n  name: python3\n  display_name: Python 3\n  language: python\n---\n\n# {}\n"
 
@@ -73,3 +73,13 @@ def test_the_introduction_states_the_one_rule_for_effects() -> None:
 
 def test_minutes() -> None:
     assert timings.minutes(48.4) == "48 s" and timings.minutes(2173.5) == "36.2 min" and timings.minutes(None) == "—"
+
+
+def test_the_bench_summary_compares_the_plain_student_with_the_stacked_one() -> None:
+    root = book.repo_root()
+    rows = results.load_results("training_steps", folder=root / "book" / "results" / "bench")["results"]["rows"]
+    plain = next(r for r in rows if r["model"] == "one student" and r["precision"] == "fp32")
+    stacked = rows[-1]
+    assert "stacked" in stacked["model"]
+    ratio = plain["seconds_per_epoch_per_model"] / stacked["seconds_per_epoch_per_model"]
+    assert f"a student's epoch costs {ratio:.1f}× less here" in timings.bench_section(root)
