@@ -278,148 +278,120 @@ def fit(
         identity = run_identity(model, train_batches, given_loss, val_data, epochs=epochs, lr=lr, weight_decay=weight_decay,
                                 schedule=schedule, early_stopping_patience=early_stopping_patience, seed=seed,
                                 val_metric=val_metric, class_logits=checkpoints.describe_callable(class_logits))
-    with checkpoints.RunLock(path) if path is not None else contextlib.nullcontext():
-        return _fit(model, train_batches, loss_fn, optimizer, scheduler, path, identity, epochs=epochs, val_data=val_data,
-                    early_stopping_patience=early_stopping_patience, restore_best=restore_best, seed=seed, device=device,
-                    amp_dtype=amp_dtype, progress=progress, description=description, class_logits=class_logits,
-                    val_metric=val_metric)
-
-
-def _fit(
-    model: nn.Module,
-    train_batches: Iterable,
-    loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    path: Path | None,
-    identity: dict[str, str] | None,
-    *,
-    epochs: int,
-    val_data: tuple[Tensor, Tensor] | None,
-    early_stopping_patience: int | None,
-    restore_best: bool,
-    seed: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    progress: bool | None,
-    description: str,
-    class_logits: OutputMap | None,
-    val_metric: str,
-) -> FitResult:
-    """The loop of :func:`fit`, after its arguments are checked and its optimiser built."""
-    result = FitResult(metric=val_metric)
-    best_state: dict[str, Tensor] | None = None
-    best_score: Tensor | None = None  # (G,) best validation score per member
-    best_epoch: Tensor | None = None
-    stale_epochs = 0
-    torch.manual_seed(seed)
-    if path is not None and path.exists():
-        state = checkpoints.load(path, map_location=device)
-        _check_same_run(path, state.get("identity") if isinstance(state, dict) else None, identity)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        best_state, best_score, best_epoch = state["best_model"], state["best_score"], state["best_epoch"]
-        stale_epochs = state["stale_epochs"]
-        result = FitResult(**state["result"])
-        if result.finished:
-            if restore_best and best_state is not None:
-                model.load_state_dict(best_state)
-            results.note_training(str(path), result.sessions)
-            return result
-
-    show = progress_enabled() if progress is None else progress
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, initial=len(result.history), desc=description, leave=False)
-    session: dict | None = None
-    for epoch in range(len(result.history), epochs):
-        if session is None:
-            session = {"commit": results.code_commit(), "device": results.device_description(),
-                       "started": results.utc_now(), "ended": None, "epochs": 0, "seconds": 0.0}
-            result.sessions.append(session)
-        start = time.perf_counter()
-        model.train()
-        if hasattr(train_batches, "set_epoch"):
-            train_batches.set_epoch(epoch)
-        total_loss, total_count = torch.zeros(()), 0
-        for inputs, targets, *extras in train_batches:
-            inputs, targets = inputs.to(device), targets.to(device)
-            extras = [e.to(device) for e in extras]
-            with _autocast(amp_dtype, device):
-                logits = model(inputs)
-            loss = loss_fn(logits.float(), targets, *extras)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    with checkpoints.RunLock(path) if path is not None else contextlib.nullcontext():  # one process per run
+        result = FitResult(metric=val_metric)
+        best_state: dict[str, Tensor] | None = None
+        best_score: Tensor | None = None  # (G,) best validation score per member
+        best_epoch: Tensor | None = None
+        stale_epochs = 0
+        torch.manual_seed(seed)
+        if path is not None and path.exists():
+            state = checkpoints.load(path, map_location=device)
+            _check_same_run(path, state.get("identity") if isinstance(state, dict) else None, identity)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None:
-                scheduler.step()
-            total_loss += loss.detach().cpu() * len(targets)
-            total_count += len(targets)
-        record: dict = {"epoch": epoch + 1, "train_loss": (total_loss / total_count).item(), "lr": optimizer.param_groups[0]["lr"]}
-        if val_data is not None:
-            scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype, class_logits=class_logits,
-                              metric=val_metric)
-            record.update({f"val_{name}": value for name, value in scores.items()})
-            score = torch.tensor(_as_list(scores[val_metric]))
-            state_now = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if best_state is None:
-                improved = torch.ones_like(score, dtype=torch.bool)
-                best_state, best_score, best_epoch = state_now, score, torch.full_like(score, epoch + 1)
+                scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            if state.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            best_state, best_score, best_epoch = state["best_model"], state["best_score"], state["best_epoch"]
+            stale_epochs = state["stale_epochs"]
+            result = FitResult(**state["result"])
+            if result.finished:
+                if restore_best and best_state is not None:
+                    model.load_state_dict(best_state)
+                results.note_training(str(path), result.sessions)
+                return result
+
+        show = progress_enabled() if progress is None else progress
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, initial=len(result.history), desc=description, leave=False)
+        session: dict | None = None
+        for epoch in range(len(result.history), epochs):
+            if session is None:
+                session = {"commit": results.code_commit(), "device": results.device_description(),
+                           "started": results.utc_now(), "ended": None, "epochs": 0, "seconds": 0.0}
+                result.sessions.append(session)
+            start = time.perf_counter()
+            model.train()
+            if hasattr(train_batches, "set_epoch"):
+                train_batches.set_epoch(epoch)
+            total_loss, total_count = torch.zeros(()), 0
+            for inputs, targets, *extras in train_batches:
+                inputs, targets = inputs.to(device), targets.to(device)
+                extras = [e.to(device) for e in extras]
+                with _autocast(amp_dtype, device):
+                    logits = model(inputs)
+                loss = loss_fn(logits.float(), targets, *extras)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total_loss += loss.detach().cpu() * len(targets)
+                total_count += len(targets)
+            record: dict = {"epoch": epoch + 1, "train_loss": (total_loss / total_count).item(), "lr": optimizer.param_groups[0]["lr"]}
+            if val_data is not None:
+                scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype, class_logits=class_logits,
+                                  metric=val_metric)
+                record.update({f"val_{name}": value for name, value in scores.items()})
+                score = torch.tensor(_as_list(scores[val_metric]))
+                state_now = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if best_state is None:
+                    improved = torch.ones_like(score, dtype=torch.bool)
+                    best_state, best_score, best_epoch = state_now, score, torch.full_like(score, epoch + 1)
+                else:
+                    improved = score > best_score
+                    for key, value in state_now.items():
+                        if value.dim() == 0 or len(improved) == 1:
+                            if improved.all():
+                                best_state[key] = value
+                        else:
+                            best_state[key][improved] = value[improved]
+                    best_score = torch.where(improved, score, best_score)
+                    best_epoch = torch.where(improved, torch.full_like(score, epoch + 1), best_epoch)
+                stale_epochs = 0 if improved.any() else stale_epochs + 1
+                stacked = isinstance(scores["accuracy"], list)
+                result.best_val_score = best_score.tolist() if stacked else best_score.item()
+                result.best_epoch = best_epoch.int().tolist() if stacked else int(best_epoch.item())
             else:
-                improved = score > best_score
-                for key, value in state_now.items():
-                    if value.dim() == 0 or len(improved) == 1:
-                        if improved.all():
-                            best_state[key] = value
-                    else:
-                        best_state[key][improved] = value[improved]
-                best_score = torch.where(improved, score, best_score)
-                best_epoch = torch.where(improved, torch.full_like(score, epoch + 1), best_epoch)
-            stale_epochs = 0 if improved.any() else stale_epochs + 1
-            stacked = isinstance(scores["accuracy"], list)
-            result.best_val_score = best_score.tolist() if stacked else best_score.item()
-            result.best_epoch = best_epoch.int().tolist() if stacked else int(best_epoch.item())
-        else:
-            result.best_epoch = epoch + 1
-        record["seconds"] = time.perf_counter() - start
-        result.history.append(record)
-        session.update(ended=results.utc_now(), epochs=session["epochs"] + 1,
-                       seconds=round(session["seconds"] + record["seconds"], 3))
-        stop = early_stopping_patience is not None and stale_epochs >= early_stopping_patience
-        result.stopped_early = stop
-        result.finished = stop or epoch + 1 == epochs
-        if path is not None:
-            checkpoints.save(
-                {
-                    "identity": identity,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                    "best_model": best_state,
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "stale_epochs": stale_epochs,
-                    "result": asdict(result),
-                },
-                path,
-            )
+                result.best_epoch = epoch + 1
+            record["seconds"] = time.perf_counter() - start
+            result.history.append(record)
+            session.update(ended=results.utc_now(), epochs=session["epochs"] + 1,
+                           seconds=round(session["seconds"] + record["seconds"], 3))
+            stop = early_stopping_patience is not None and stale_epochs >= early_stopping_patience
+            result.stopped_early = stop
+            result.finished = stop or epoch + 1 == epochs
+            if path is not None:
+                checkpoints.save(
+                    {
+                        "identity": identity,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                        "best_model": best_state,
+                        "best_score": best_score,
+                        "best_epoch": best_epoch,
+                        "stale_epochs": stale_epochs,
+                        "result": asdict(result),
+                    },
+                    path,
+                )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(train_loss=f"{record['train_loss']:.4f}")
+            if stop:
+                break
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(train_loss=f"{record['train_loss']:.4f}")
-        if stop:
-            break
-    if bar is not None:
-        bar.close()
-    if restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-    results.note_training(str(path) if path is not None else f"unsaved-{id(result)}", result.sessions)
-    return result
+            bar.close()
+        if restore_best and best_state is not None:
+            model.load_state_dict(best_state)
+        results.note_training(str(path) if path is not None else f"unsaved-{id(result)}", result.sessions)
+        return result

@@ -9,7 +9,6 @@ the best validation accuracy; the test set is only used to report.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol

@@ -46,7 +46,7 @@ from ..subclass import (
     subclass_distillation_loss,
     subclass_usage,
 )
-from ..train import FitResult, fit, predict_logits
+from ..train import fit, predict_logits
 from .common import config_key, paired_difference, with_overrides
 from .mnist_distillation import study_dataset
 
