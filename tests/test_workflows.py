@@ -53,6 +53,16 @@ def test_ci_runs_the_readme_install_and_test_commands() -> None:
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
+def test_actionlint_knows_the_labels_of_the_self_hosted_runner() -> None:
+    """actionlint rejects a label it does not know unless its configuration lists it."""
+    config = yaml.safe_load((ROOT / ".github" / "actionlint.yaml").read_text())
+    known = {"self-hosted", "linux", "x64", "arm64", "macos", "windows", *config["self-hosted-runner"]["labels"]}
+    for workflow in WORKFLOWS:
+        for job in yaml.safe_load(workflow.read_text())["jobs"].values():
+            labels = job["runs-on"] if isinstance(job["runs-on"], list) else [job["runs-on"]]
+            assert all(label in known or label.startswith("ubuntu-") for label in labels), (workflow.name, labels)
+
+
 def test_publish_builds_the_full_book_and_feeds_the_launch_buttons() -> None:
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "publish.yml").read_text())
     runs = "\n".join(_runs(ROOT / ".github" / "workflows" / "publish.yml"))
