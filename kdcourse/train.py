@@ -32,7 +32,9 @@ __all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled",
 LossFn = Callable[..., Tensor]
 OutputMap = Callable[[Tensor], Tensor]  # model outputs (N, K) → class logits (N, C)
 Metric = Callable[[Tensor, Tensor], float]  # (class logits (N, C), labels (N,)) → score, higher is better
-SCHEDULES = ("constant", "cosine", "onecycle")
+SCHEDULES = ("constant", "cosine", "onecycle", "plateau")
+OPTIMIZERS = ("adamw", "sgd")
+PLATEAU_FACTOR = 0.1  # "plateau": the learning rate is multiplied by this when validation stalls
 
 
 def _accuracy(logits: Tensor, targets: Tensor) -> float:
@@ -146,11 +148,13 @@ class FitResult:
 
 
 def _make_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, epochs: int, steps_per_epoch: int, lr: float
-) -> torch.optim.lr_scheduler.LRScheduler | None:
+    optimizer: torch.optim.Optimizer, schedule: str, epochs: int, steps_per_epoch: int, lr: float, plateau_patience: int
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     total = epochs * steps_per_epoch
     if schedule == "constant":
         return None
+    if schedule == "plateau":  # stepped once per epoch with the validation score
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=PLATEAU_FACTOR, patience=plateau_patience)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.15)
@@ -214,7 +218,10 @@ def fit(
     val_data: tuple[Tensor, Tensor] | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    optimizer: str = "adamw",
+    momentum: float = 0.9,
     schedule: str = "constant",
+    plateau_patience: int = 2,
     early_stopping_patience: int | None = None,
     restore_best: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -226,7 +233,7 @@ def fit(
     class_logits: OutputMap | None = None,
     val_metric: str = "accuracy",
 ) -> FitResult:
-    """Train ``model`` with Adam (AdamW when ``weight_decay`` > 0) and return its :class:`FitResult`.
+    """Train ``model`` with AdamW (Adam when ``weight_decay`` is 0) or SGD and return its :class:`FitResult`.
 
     Args:
         model: a module returning logits ``(N, C)``, or a stacked model returning ``(G, N, C)``
@@ -239,8 +246,11 @@ def fit(
         val_data: ``(x_val, y_val)`` evaluated after each epoch (``x_val`` a tensor or an iterable
             of input batches in a fixed order); the best epoch by ``val_metric`` is selected (and its
             weights restored when ``restore_best``).
-        lr, weight_decay: optimiser settings.
-        schedule: ``"constant"``, ``"cosine"`` (to zero over the run) or ``"onecycle"``; stepped per batch.
+        lr, weight_decay: optimiser settings (for SGD, ``weight_decay`` is the L2 penalty added to the gradient).
+        optimizer: ``"adamw"`` (the fused kernel) or ``"sgd"`` (with ``momentum``), as in the thesis's regime.
+        schedule: ``"constant"``, ``"cosine"`` (to zero over the run) or ``"onecycle"``, stepped per batch; or
+            ``"plateau"``: the learning rate is multiplied by :data:`PLATEAU_FACTOR` after ``plateau_patience``
+            epochs without a better validation score (needs ``val_data``; a stacked model's mean score).
         early_stopping_patience: stop after this many epochs in which no member improved on validation.
         checkpoint: file written after every epoch; if it exists the run resumes from it, and a
             finished run is returned without training. It records :func:`run_identity`, and a file
@@ -259,6 +269,12 @@ def fit(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "plateau" and (val_data is None or plateau_patience < 0):
+        raise ValueError("the plateau schedule needs val_data and a plateau_patience >= 0")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     if early_stopping_patience is not None and (val_data is None or early_stopping_patience < 1):
@@ -269,15 +285,23 @@ def fit(
     loss_fn = loss_fn or (lambda logits, targets, *_: F.cross_entropy(logits.float(), targets))
     model.to(device)
     # the fused kernel makes one pass over each parameter: the update is memory-bound for MLPs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
-    scheduler = _make_scheduler(optimizer, schedule, epochs, len(train_batches), lr)  # type: ignore[arg-type]
+    optimizer_name = optimizer
+    if optimizer_name == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
+    scheduler = _make_scheduler(optimizer, schedule, epochs, len(train_batches), lr, plateau_patience)  # type: ignore[arg-type]
+    per_batch = scheduler is not None and schedule != "plateau"
 
     path = Path(checkpoint) if checkpoint is not None else None
     identity = None
     if path is not None:
+        # settings that only some runs have enter only there, so that a checkpoint written before they existed still matches
+        optional = ({"optimizer": "sgd", "momentum": momentum} if optimizer_name == "sgd" else {}) | (
+            {"plateau_patience": plateau_patience} if schedule == "plateau" else {})
         identity = run_identity(model, train_batches, given_loss, val_data, epochs=epochs, lr=lr, weight_decay=weight_decay,
                                 schedule=schedule, early_stopping_patience=early_stopping_patience, seed=seed,
-                                val_metric=val_metric, class_logits=checkpoints.describe_callable(class_logits))
+                                val_metric=val_metric, class_logits=checkpoints.describe_callable(class_logits), **optional)
     with checkpoints.RunLock(path) if path is not None else contextlib.nullcontext():  # one process per run
         result = FitResult(metric=val_metric)
         best_state: dict[str, Tensor] | None = None
@@ -330,7 +354,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                if scheduler is not None:
+                if per_batch:
                     scheduler.step()
                 total_loss += loss.detach().cpu() * len(targets)
                 total_count += len(targets)
@@ -355,6 +379,8 @@ def fit(
                     best_score = torch.where(improved, score, best_score)
                     best_epoch = torch.where(improved, torch.full_like(score, epoch + 1), best_epoch)
                 stale_epochs = 0 if improved.any() else stale_epochs + 1
+                if schedule == "plateau":
+                    scheduler.step(score.mean().item())
                 stacked = isinstance(scores["accuracy"], list)
                 result.best_val_score = best_score.tolist() if stacked else best_score.item()
                 result.best_epoch = best_epoch.int().tolist() if stacked else int(best_epoch.item())

@@ -331,3 +331,56 @@ def test_fit_selects_epochs_on_mapped_validation_accuracy(tmp_path: Path) -> Non
     best = max(h["val_accuracy"] for h in result.history)
     assert result.best_val_score == pytest.approx(best)
     assert evaluate(model, x, y, class_logits=to_classes)["accuracy"] == pytest.approx(best)
+
+
+def test_sgd_with_momentum_trains(problem) -> None:
+    x, y = problem["train"]
+    model = small_net(dropout=0.0)
+    result = fit(model, TensorBatches(x, y, batch_size=32), epochs=3, val_data=problem["val"], lr=0.05,
+                 optimizer="sgd", momentum=0.9, weight_decay=5e-4, progress=False)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] and result.best_val_score > 0.9
+
+
+def test_the_plateau_schedule_cuts_the_rate_when_validation_stalls(problem) -> None:
+    x, y = problem["train"]
+    # a negligible learning rate (yet above ReduceLROnPlateau's eps of 1e-8): validation never improves
+    result = fit(small_net(dropout=0.0), TensorBatches(x, y, batch_size=64), epochs=6, val_data=problem["val"], lr=1e-6,
+                 optimizer="sgd", schedule="plateau", plateau_patience=1, progress=False)
+    rates = [h["lr"] for h in result.history]
+    assert len({h["val_accuracy"] for h in result.history}) == 1
+    assert rates[0] == pytest.approx(1e-6) and rates[-1] == pytest.approx(1e-8)  # cut twice by 10
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"schedule": "plateau"}, "plateau schedule needs val_data"), ({"optimizer": "lion"}, "optimizer must be one of"),
+     ({"optimizer": "sgd", "momentum": 1.0}, "momentum must lie")],
+)
+def test_bad_optimiser_settings_are_refused(problem, kwargs: dict, message: str) -> None:
+    x, y = problem["train"]
+    with pytest.raises(ValueError, match=message):
+        fit(small_net(), TensorBatches(x, y), epochs=1, progress=False, **kwargs)
+
+
+def test_an_sgd_plateau_run_resumes_to_the_same_weights(problem, tmp_path: Path) -> None:
+    """The plateau scheduler and SGD's momentum buffers travel in the checkpoint too."""
+    x, y = problem["train"]
+    kwargs = dict(epochs=4, val_data=problem["val"], lr=0.05, optimizer="sgd", schedule="plateau", plateau_patience=0,
+                  restore_best=False, seed=3, progress=False)
+    reference = small_net()
+    fit(reference, TensorBatches(x, y, batch_size=32, seed=1), **kwargs)
+    checkpoint = tmp_path / "sgd.ckpt"
+    _INTERRUPT.update(calls=0, at=len(TensorBatches(x, y, batch_size=32)) * 2 + 1)  # early in epoch 3
+
+    def interrupting_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        _INTERRUPT["calls"] += 1
+        if _INTERRUPT["calls"] == _INTERRUPT["at"]:
+            raise KeyboardInterrupt
+        return F.cross_entropy(logits, targets)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(small_net(), TensorBatches(x, y, batch_size=32, seed=1), interrupting_loss, checkpoint=checkpoint, **kwargs)
+    _INTERRUPT.update(calls=0, at=None)
+    resumed = small_net()
+    fit(resumed, TensorBatches(x, y, batch_size=32, seed=1), interrupting_loss, checkpoint=checkpoint, **kwargs)
+    assert_same_weights(resumed, reference)
