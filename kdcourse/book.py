@@ -335,7 +335,7 @@ def _execute_side_by_side(chapters: list[Path], profile: str, out_dir: Path, tim
                     return
                 run(chapter, device)
 
-        threads = [threading.Thread(target=worker, args=(device,)) for device in devices[: max(len(batch), 1)]]
+        threads = [threading.Thread(target=worker, args=(device,)) for device in devices[: len(batch)]]
         for thread in threads:
             thread.start()
         for thread in threads:

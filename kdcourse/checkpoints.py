@@ -7,7 +7,8 @@ that :func:`kdcourse.train.fit` and the caches of :mod:`kdcourse.distill` use fo
 * :func:`tensor_fingerprint`, :func:`module_fingerprint` and :func:`describe_callable` turn data,
   weights and a loss function into short strings that change when they change;
 * :func:`load` reads a file written by :func:`save` and turns a truncated or corrupt file into an
-  error that names it and says how to discard it; :func:`save` writes atomically;
+  error that names it and says how to discard it; :func:`save` writes atomically; :func:`cached`
+  reuses a computed value only for the key (fingerprints) it was computed for;
 * :class:`RunLock` lets one process at a time train into a checkpoint file.
 """
 
@@ -21,14 +22,14 @@ import sys
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "CorruptCheckpointError", "RunMismatchError", "RunInUseError", "tensor_fingerprint", "module_fingerprint",
-    "describe_callable", "load", "save", "RunLock",
+    "describe_callable", "load", "save", "cached", "RunLock",
 ]
 
 
@@ -75,7 +76,7 @@ def tensor_fingerprint(*tensors: Tensor) -> str:
 
 def module_fingerprint(module: nn.Module) -> str:
     """A hash of a module's state: every parameter and buffer, by name, shape, dtype and value."""
-    state = module.state_dict()
+    state = module.state_dict(keep_vars=True)  # the tensors themselves, so that their hashes are remembered
     digest = hashlib.blake2b(digest_size=16)
     for name, value in state.items():
         digest.update(name.encode())
@@ -167,6 +168,25 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+T = TypeVar("T")
+
+
+def cached(path: str | os.PathLike[str] | None, key: dict[str, str], compute: Callable[[], T]) -> T:
+    """``compute()``, read from ``path`` when the file holds the value computed for ``key`` (e.g.
+    fingerprints of the weights and inputs), else computed and written there with its key. Without
+    ``path`` it is simply computed. A damaged file raises :class:`CorruptCheckpointError`."""
+    if path is None:
+        return compute()
+    path = Path(path)
+    if path.is_file():
+        stored = load(path, weights_only=True)
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return stored["value"]
+    value = compute()
+    save({"key": key, "value": value}, path)
+    return value
 
 
 class RunLock:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,16 +43,13 @@ def teacher_logits(
     otherwise, so later runs and other chapters skip the teacher pass and a changed teacher or input
     never reuses stale logits. A damaged file raises :class:`kdcourse.checkpoints.CorruptCheckpointError`.
     """
-    path = Path(cache) if cache is not None else None
-    key = {"teacher": checkpoints.module_fingerprint(teacher), "inputs": checkpoints.tensor_fingerprint(x)} if path else None
-    if path is not None and path.is_file():
-        stored = checkpoints.load(path, weights_only=True)
-        if isinstance(stored, dict) and stored.get("key") == key:
-            return stored["logits"]
-    logits = predict_logits(teacher, x, amp_dtype=amp_dtype, device=device)
-    if path is not None:
-        checkpoints.save({"key": key, "logits": logits}, path)
-    return logits
+    def compute() -> Tensor:
+        return predict_logits(teacher, x, amp_dtype=amp_dtype, device=device)
+
+    if cache is None:
+        return compute()
+    key = {"teacher": checkpoints.module_fingerprint(teacher), "inputs": checkpoints.tensor_fingerprint(x)}
+    return checkpoints.cached(cache, key, compute)
 
 
 class StackedMLP(nn.Module):

@@ -75,3 +75,18 @@ def test_one_run_lock_per_checkpoint(tmp_path: Path) -> None:
             pass
     with checkpoints.RunLock(checkpoint):  # released on exit
         pass
+
+
+def test_a_cached_value_is_reused_only_for_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "cache.pt"
+    calls = []
+
+    def compute() -> torch.Tensor:
+        calls.append(1)
+        return torch.full((2,), float(len(calls)))
+
+    first = checkpoints.cached(path, {"weights": "a"}, compute)
+    assert torch.equal(checkpoints.cached(path, {"weights": "a"}, compute), first) and len(calls) == 1
+    assert torch.equal(checkpoints.cached(path, {"weights": "b"}, compute), torch.full((2,), 2.0)) and len(calls) == 2
+    checkpoints.cached(None, {"weights": "b"}, compute)  # no file: always computed
+    assert len(calls) == 3

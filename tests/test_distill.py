@@ -238,7 +238,7 @@ def test_teacher_logits_cache_is_written_then_reused(task, tmp_path: Path) -> No
     cache = tmp_path / "sub" / "teacher_logits.pt"
     first = teacher_logits(teacher, task["x"], cache=cache)
     assert cache.is_file()
-    torch.testing.assert_close(torch.load(cache, weights_only=True)["logits"], first)
+    torch.testing.assert_close(torch.load(cache, weights_only=True)["value"], first)
     hook = teacher.register_forward_pre_hook(explode)  # the same weights: the teacher must not run again
     second = teacher_logits(teacher, task["x"], cache=cache)
     assert torch.equal(first, second)
@@ -265,4 +265,4 @@ def test_teacher_logits_cache_with_another_row_count_is_recomputed(task, tmp_pat
     teacher_logits(teacher, task["x"][:10], cache=cache)
     logits = teacher_logits(teacher, task["x"], cache=cache)
     assert logits.shape == (200, CLASSES)
-    assert torch.load(cache, weights_only=True)["logits"].shape == (200, CLASSES)
+    assert torch.load(cache, weights_only=True)["value"].shape == (200, CLASSES)

@@ -218,10 +218,12 @@ def _role_views(role: str, net: Backbone, dataset: kd_data.MhistData, config: Mh
     # the file is reused only for the same weights and images
     key = {"weights": checkpoints.module_fingerprint(net.model),
            "images": checkpoints.tensor_fingerprint(dataset.train.x, dataset.val.x, dataset.test.x)}
-    if path.is_file():
-        stored = checkpoints.load(path, weights_only=True)
-        if stored.get("key") == key:
-            return _Views(**stored["views"])
+    return _Views(**checkpoints.cached(path, key, lambda: asdict(_compute_views(net, dataset, config, device, amp))))
+
+
+def _compute_views(net: Backbone, dataset: kd_data.MhistData, config: MhistConfig, device: torch.device,
+                   amp: torch.dtype | None) -> _Views:
+    """The trunk outputs of the 8 training views and of validation and test, and their pooled features."""
     trunk, top = split_at(net.model, config.split_reduction)
     layout = hardware.CONV_MEMORY_FORMAT
     trunk.to(device)
@@ -234,9 +236,7 @@ def _role_views(role: str, net: Backbone, dataset: kd_data.MhistData, config: Mh
     def pooled(maps: Tensor) -> Tensor:
         return apply_in_batches(lambda z: top(z, pre_logits=True), maps, batch_size=256, device=device, amp_dtype=amp)
 
-    views = _Views(train, val, test, torch.stack([pooled(v) for v in train]), pooled(val), pooled(test))
-    checkpoints.save({"key": key, "views": asdict(views)}, path)
-    return views
+    return _Views(train, val, test, torch.stack([pooled(v) for v in train]), pooled(val), pooled(test))
 
 
 LossFn = Callable[..., Tensor]
