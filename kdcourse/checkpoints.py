@@ -182,7 +182,7 @@ def cached(path: str | os.PathLike[str] | None, key: dict[str, str], compute: Ca
     path = Path(path)
     if path.is_file():
         stored = load(path, weights_only=True)
-        if isinstance(stored, dict) and stored.get("key") == key:
+        if isinstance(stored, dict) and stored.get("key") == key and "value" in stored:  # else another layout: recompute
             return stored["value"]
     value = compute()
     save({"key": key, "value": value}, path)
