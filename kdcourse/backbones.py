@@ -287,17 +287,27 @@ def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
 
 
 # timm families that run as: prefix modules → a sequence of stages → suffix modules → forward_head (head modules)
-_LAYOUTS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...], tuple[str, ...]]] = {
+_LAYOUTS: dict[str, tuple[tuple[str, ...], str | tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "EfficientNet": (("conv_stem", "bn1"), "blocks", ("conv_head", "bn2"), ("global_pool", "classifier")),  # MobileNets
     "ResNetV2": (("stem",), "stages", ("norm",), ("head",)),
+    "ResNet": (("conv1", "bn1", "act1", "maxpool"), ("layer1", "layer2", "layer3", "layer4"), (), ("global_pool", "fc")),
 }
 
 
-def _layout(model: nn.Module) -> tuple[tuple[str, ...], str, tuple[str, ...], tuple[str, ...]]:
+def _layout(model: nn.Module) -> tuple[tuple[str, ...], str | tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     layout = _LAYOUTS.get(type(model).__name__)
     if layout is None:
         raise ValueError(f"split_at supports timm {sorted(_LAYOUTS)} models, not {type(model).__name__}; fine-tune it whole")
     return layout
+
+
+def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The stages of a timm network in order, with the names its ``feature_info`` gives them: the
+    items of one sequence (``"blocks.3"``) or separate attributes (ResNet's ``"layer3"``)."""
+    _, sequence, _, _ = _layout(model)
+    if isinstance(sequence, tuple):
+        return [(name, getattr(model, name)) for name in sequence]
+    return [(f"{sequence}.{index}", stage) for index, stage in enumerate(getattr(model, sequence))]
 
 
 class Trunk(nn.Module):
@@ -305,8 +315,8 @@ class Trunk(nn.Module):
 
     def __init__(self, model: nn.Module, stages: int) -> None:
         super().__init__()
-        prefix, sequence, _, _ = _layout(model)
-        self.layers = nn.Sequential(*(getattr(model, n) for n in prefix), *list(getattr(model, sequence))[:stages])
+        prefix, _, _, _ = _layout(model)
+        self.layers = nn.Sequential(*(getattr(model, n) for n in prefix), *(stage for _, stage in _stages(model)[:stages]))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
@@ -319,8 +329,8 @@ class Top(nn.Module):
 
     def __init__(self, model: nn.Module, stages: int) -> None:
         super().__init__()
-        _, sequence, suffix, head = _layout(model)
-        self.layers = nn.Sequential(*list(getattr(model, sequence))[stages:], *(getattr(model, n) for n in suffix))
+        _, _, suffix, head = _layout(model)
+        self.layers = nn.Sequential(*(stage for _, stage in _stages(model)[stages:]), *(getattr(model, n) for n in suffix))
         self.head = nn.ModuleList(getattr(model, n) for n in head)
         self.__dict__["network"] = model  # for its forward_head; not a submodule, so the trunk stays out of this one
 
@@ -339,13 +349,12 @@ def split_at(model: nn.Module, reduction: int = 16) -> tuple[Trunk, Top]:
     ``top(trunk(x)) == model(x)``. With ``reduction=16`` the top of a MobileNet is its last stage at
     stride 32 plus the head; raise ``ValueError`` for another family or a reduction it does not have.
     """
-    _, sequence, _, _ = _layout(model)
+    names = [name for name, _ in _stages(model)]
     ends = [info["module"] for info in getattr(model, "feature_info", []) if info.get("reduction") == reduction]
-    prefix = f"{sequence}."
-    if not ends or not ends[-1].startswith(prefix):
+    if not ends or ends[-1] not in names:
         have = sorted({info.get("reduction") for info in getattr(model, "feature_info", [])} - {None})
         raise ValueError(f"{type(model).__name__} has no stage at reduction {reduction}; it has {have}")
-    stages = int(ends[-1][len(prefix):]) + 1
+    stages = names.index(ends[-1]) + 1
     return Trunk(model, stages), Top(model, stages)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "MhistData",
     "load_mhist",
     "write_generated_mhist",
+    "write_generated_cifar10",
     "train_val_split",
     "stratified_split",
     "TensorBatches",
@@ -671,6 +672,35 @@ def write_generated_mhist(folder: str | os.PathLike[str], per_partition: int = 4
         writer.writerow(MHIST_COLUMNS)
         writer.writerows(rows)
     return root
+
+
+def write_generated_cifar10(folder: str | os.PathLike[str], per_batch: int = 60, seed: int = 0) -> Path:
+    """Write a small stand-in for CIFAR-10 in the release's pickle format and return ``folder``.
+
+    ``folder/cifar-10-batches-py/`` gets the five training batches, the test batch and
+    ``batches.meta``, each batch with ``per_batch`` images of 32×32, the classes in turn. Every class
+    is a noisy square of its own colour on a grey background, so that a network can learn something;
+    they are **not** photographs. Only for smoke runs and tests where CIFAR-10 itself is absent:
+    anything built on them must say so. :func:`load_cifar10` reads them (with ``download=False``)."""
+    import pickle
+
+    if per_batch < len(CIFAR10_CLASSES):
+        raise ValueError(f"per_batch must be at least {len(CIFAR10_CLASSES)} (every class in every batch), got {per_batch}")
+    target = Path(folder) / CIFAR10_FOLDER
+    target.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    colours = torch.randint(0, 256, (len(CIFAR10_CLASSES), 3, 1, 1), generator=generator).float()
+    for name in CIFAR10_FILES[:-1]:
+        labels = torch.arange(per_batch) % len(CIFAR10_CLASSES)
+        pixels = 128 + 30 * torch.randn(per_batch, 3, 32, 32, generator=generator)
+        pixels[:, :, 8:24, 8:24] = colours[labels] + 30 * torch.randn(per_batch, 3, 16, 16, generator=generator)
+        entry = {"batch_label": name, "labels": labels.tolist(), "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
+                 "data": pixels.clamp(0, 255).to(torch.uint8).reshape(per_batch, -1).numpy()}
+        with (target / name).open("wb") as handle:
+            pickle.dump(entry, handle)
+    with (target / "batches.meta").open("wb") as handle:
+        pickle.dump({"num_cases_per_batch": per_batch, "label_names": list(CIFAR10_CLASSES), "num_vis": 3072}, handle)
+    return Path(folder)
 
 
 class TensorBatches:

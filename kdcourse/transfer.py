@@ -68,18 +68,20 @@ def trunk_views(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     *,
-    views: int = VIEWS,
+    views: int | tuple[int, ...] = VIEWS,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     amp_dtype: torch.dtype | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Tensor:
-    """Outputs ``(views, N, C', h, w)`` (float32, CPU) of ``trunk`` in eval mode on the first ``views``
-    dihedral views of uint8 ``images`` ``(N, 3, H, H)``, normalised with ``mean``/``std``.
+    """Outputs ``(V, N, C', h, w)`` (float32, CPU) of ``trunk`` in eval mode on dihedral views of uint8
+    ``images`` ``(N, 3, H, H)``, normalised with ``mean``/``std``.
 
-    ``views=1`` gives the images as they are (for validation and test sets)."""
-    if not 1 <= views <= VIEWS:
-        raise ValueError(f"views must lie in 1–{VIEWS}, got {views}")
+    ``views`` is a count (the first ``views`` codes; ``1`` gives the images as they are, for validation
+    and test sets) or a tuple of view codes, e.g. ``(0, 4)`` for an image and its mirror image."""
+    codes = tuple(range(views)) if isinstance(views, int) else tuple(views)
+    if not codes or len(set(codes)) != len(codes) or not all(0 <= code < VIEWS for code in codes):
+        raise ValueError(f"views must be a count in 1–{VIEWS} or distinct codes in 0–{VIEWS - 1}, got {views}")
     was_training = trunk.training
     trunk.eval()
 
@@ -89,7 +91,7 @@ def trunk_views(
     out = torch.stack([
         apply_in_batches(trunk, dihedral_view(images, code), batch_size=batch_size, device=device, amp_dtype=amp_dtype,
                          prepare=prepare)
-        for code in range(views)
+        for code in codes
     ])
     trunk.train(was_training)
     return out
@@ -99,11 +101,12 @@ class ViewBatches:
     """Shuffled mini-batches over cached views: yields ``(features[v, idx], targets[idx], *extras)``.
 
     ``features`` is ``(V, N, ...)`` (see :func:`trunk_views`); each sample of a batch comes in its own
-    random view ``v`` (0 … V−1), and every tensor of ``extras`` is indexed the same way when it has
+    random view ``v`` (0 … V−1, any V ≥ 1), and every tensor of ``extras`` is indexed the same way when it has
     the leading view dimension ``(V, N, ...)`` (e.g. teacher logits of each view), else as ``[idx]``.
     The shuffling and the views are drawn from a generator seeded by ``(seed, epoch)`` in the order
     :class:`kdcourse.data.TensorBatches` with an augmenting :class:`kdcourse.data.ImageTransform`
-    draws them, so both give the same batches. With ``shuffle=False`` every sample comes in view 0.
+    draws them when V is all 8 dihedral views, so both give the same batches. With ``shuffle=False``
+    every sample comes in view 0.
     """
 
     def __init__(
@@ -117,8 +120,6 @@ class ViewBatches:
                 raise ValueError(f"an extra tensor of shape {tuple(extra.shape)} matches neither (V, N) nor (N,) = {len(targets)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if shuffle and len(features) != VIEWS:
-            raise ValueError(f"random views need all {VIEWS} views cached, got {len(features)} (use shuffle=False for one view)")
         self.features, self.targets, self.extras = features, targets, extras
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.epoch = 0
@@ -147,7 +148,7 @@ class ViewBatches:
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             if self.shuffle:
-                views = torch.randint(0, VIEWS, (len(idx),), generator=generator)
+                views = torch.randint(0, len(self.features), (len(idx),), generator=generator)
             else:
                 views = torch.zeros(len(idx), dtype=torch.long)
             yield (self.features[views, idx], self.targets[idx], *(self._pick(e, views, idx) for e in self.extras))

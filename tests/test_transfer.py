@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from kdcourse.backbones import backbone, set_trainable, split_at
 from kdcourse.data import ImageTransform, TensorBatches, augment_batch
@@ -44,8 +45,6 @@ def test_view_batches_draw_like_tensor_batches_with_augmentation():
 
 
 def test_view_batches_check_their_inputs():
-    with pytest.raises(ValueError, match="random views need all 8"):
-        ViewBatches(torch.zeros(1, 5, 2), torch.zeros(5))
     assert len(list(ViewBatches(torch.zeros(1, 5, 2), torch.zeros(5), batch_size=2, shuffle=False))) == 3
     with pytest.raises(ValueError, match="features must be"):
         ViewBatches(torch.zeros(8, 4, 2), torch.zeros(5))
@@ -77,3 +76,22 @@ def test_training_the_top_on_cached_views_equals_training_with_a_frozen_trunk():
     for (name, a), b in zip(whole.state_dict().items(), cached_net.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
     assert not torch.equal(whole.state_dict()["classifier.weight"], network()[0].state_dict()["classifier.weight"])
+
+
+def test_view_batches_draw_among_any_number_of_cached_views():
+    # two views (an image and its mirror image, as for CIFAR-10): every sample comes in one of them, both occur
+    features = torch.stack([torch.zeros(64, 1), torch.ones(64, 1)])
+    extra = features.clone() * 10
+    seen = set()
+    for x, _, soft in ViewBatches(features, torch.arange(64), extra, batch_size=16, seed=3):
+        assert torch.equal(soft, x * 10)  # the extra of the same view
+        seen |= set(x.flatten().tolist())
+    assert seen == {0.0, 1.0}
+
+
+def test_trunk_views_takes_view_codes():
+    images = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8)
+    out = trunk_views(nn.Identity(), images, (0.0,) * 3, (1 / 255,) * 3, views=(0, 4))
+    assert torch.allclose(out[1], dihedral_view(images, 4).float())
+    with pytest.raises(ValueError, match="distinct codes"):
+        trunk_views(nn.Identity(), images, (0.0,) * 3, (1.0,) * 3, views=(0, 0))

@@ -53,12 +53,12 @@ from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import roc_auc
 from ..subclass import class_logits_from_subclasses, subclass_auxiliary_loss, subclass_distillation_loss
 from ..train import FitResult, fit, predict_logits
-from ..transfer import ViewBatches, apply_in_batches, trunk_views
+from ..transfer import VIEWS, ViewBatches, apply_in_batches, trunk_views
 from .common import config_key, with_overrides
 
 __all__ = [
     "PAIRS", "MhistConfig", "PROFILES", "config_for", "vote_subclasses", "MhistOutcome", "run_study",
-    "load_backbones", "arm_summary", "ARM_LABELS", "COMPARISONS", "effect_table", "phase_effect",
+    "load_backbones", "role_views", "Views", "TwoPhaseRunner", "Trained", "arm_summary", "ARM_LABELS", "COMPARISONS", "effect_table", "phase_effect",
 ]
 
 # (teacher, assistant, student) names for :func:`kdcourse.backbones.backbone`
@@ -67,6 +67,7 @@ PAIRS: dict[str, tuple[str, str, str]] = {
     "seeds": ("resnetv2_50.a1h_in1k", "resnetv2_18.ra4_e3600_r224_in1k", "mobilenetv2_100.ra_in1k"),
 }
 ROLES = ("teacher", "assistant", "student")
+ALL_VIEWS = tuple(range(VIEWS))  # the 8 symmetries of the square: histology has no preferred orientation
 SUBCLASSES_PER_CLASS = 2
 ARM_LABELS = {
     "teacher": "teacher, pretrained", "teacher_scratch": "teacher, from scratch",
@@ -193,50 +194,53 @@ class MhistOutcome:
 
 
 @dataclass
-class _Views:
-    """Cached inputs of one role: trunk maps of the 8 training views and of validation and test, and the
-    pooled features of the pretrained top for the head phase."""
+class Views:
+    """Cached inputs of one role: trunk maps of the V training views (8 for MHIST) and of validation and
+    test, and the pooled features of the pretrained top for the head phase."""
 
-    train: Tensor  # (8, N, C', h, w)
+    train: Tensor  # (V, N, C', h, w)
     val: Tensor  # (N_val, C', h, w)
     test: Tensor
-    pooled_train: Tensor  # (8, N, D)
+    pooled_train: Tensor  # (V, N, D)
     pooled_val: Tensor
     pooled_test: Tensor
 
 
-def _cache_key(config: MhistConfig, role: str) -> str:
-    fields = {"model": PAIRS[config.pair][ROLES.index(role)], "size": config.size, "limit": config.limit,
+def _cache_key(config: MhistConfig, name: str, views: tuple[int, ...]) -> str:
+    fields = {"model": name, "size": config.size, "limit": config.limit, "views": list(views),
               "reduction": config.split_reduction, "pretrained": config.pretrained, "data": config.data}
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _role_views(role: str, net: Backbone, dataset: kd_data.MhistData, config: MhistConfig, folder: Path,
-                device: torch.device, amp: torch.dtype | None) -> _Views:
-    """The cached views of ``role``'s pretrained trunk and top (computed once, then read from ``folder``)."""
-    path = folder.parent / "cache" / f"{role}_{_cache_key(config, role)}.pt"  # shared by configurations
+def role_views(role: str, net: Backbone, dataset: kd_data.MhistData, config: MhistConfig, folder: Path,
+               device: torch.device, amp: torch.dtype | None, views: tuple[int, ...] = ALL_VIEWS) -> Views:
+    """The cached views of ``role``'s pretrained trunk and top (computed once, then read from ``folder``).
+
+    ``dataset`` is any data set with ``train``, ``val`` and ``test`` splits of uint8 images ``x`` at
+    ``config.size`` (MHIST, CIFAR-10); ``views`` are the dihedral view codes of its augmentation."""
+    path = folder.parent / "cache" / f"{role}_{_cache_key(config, net.name, views)}.pt"  # shared by configurations
     # the file is reused only for the same weights and images
     key = {"weights": checkpoints.module_fingerprint(net.model),
            "images": checkpoints.tensor_fingerprint(dataset.train.x, dataset.val.x, dataset.test.x)}
-    return _Views(**checkpoints.cached(path, key, lambda: asdict(_compute_views(net, dataset, config, device, amp))))
+    return Views(**checkpoints.cached(path, key, lambda: asdict(_compute_views(net, dataset, config, device, amp, views))))
 
 
 def _compute_views(net: Backbone, dataset: kd_data.MhistData, config: MhistConfig, device: torch.device,
-                   amp: torch.dtype | None) -> _Views:
-    """The trunk outputs of the 8 training views and of validation and test, and their pooled features."""
+                   amp: torch.dtype | None, views: tuple[int, ...] = ALL_VIEWS) -> Views:
+    """The trunk outputs of the training views and of validation and test, and their pooled features."""
     trunk, top = split_at(net.model, config.split_reduction)
     layout = hardware.CONV_MEMORY_FORMAT
     trunk.to(device)
     top.to(device).eval()
     kwargs = {"device": device, "amp_dtype": amp, "memory_format": layout}
-    train = trunk_views(trunk, dataset.train.x, net.mean, net.std, **kwargs)
+    train = trunk_views(trunk, dataset.train.x, net.mean, net.std, views=views, **kwargs)
     val = trunk_views(trunk, dataset.val.x, net.mean, net.std, views=1, **kwargs)[0]
     test = trunk_views(trunk, dataset.test.x, net.mean, net.std, views=1, **kwargs)[0]
 
     def pooled(maps: Tensor) -> Tensor:
         return apply_in_batches(lambda z: top(z, pre_logits=True), maps, batch_size=256, device=device, amp_dtype=amp)
 
-    return _Views(train, val, test, torch.stack([pooled(v) for v in train]), pooled(val), pooled(test))
+    return Views(train, val, test, torch.stack([pooled(v) for v in train]), pooled(val), pooled(test))
 
 
 LossFn = Callable[..., Tensor]
@@ -260,7 +264,7 @@ def _class_logits(outputs: Tensor) -> Tensor:
 
 
 @dataclass
-class _Trained:
+class Trained:
     """A network trained in two phases: its top (fine-tuned), the fits, and its outputs."""
 
     top: nn.Module
@@ -271,32 +275,41 @@ class _Trained:
     train_logits: Tensor | None = None  # (8, N, K) on every cached training view, for distilling from it
 
 
-class _Runner:
-    """Trains the networks of one seed on the cached views, with checkpoints under ``folder``."""
+class TwoPhaseRunner:
+    """Trains networks on the cached views, with checkpoints under ``folder``.
 
-    def __init__(self, config: MhistConfig, dataset: kd_data.MhistData, views: dict[str, _Views],
-                 folder: Path, device: torch.device, amp: torch.dtype | None) -> None:
+    ``names`` maps each role to its backbone name (default: ``config.pair``'s), ``val_metric`` selects
+    every phase's best epoch (``fit``'s names; AUC for MHIST); ``config`` is an
+    :class:`MhistConfig` or any configuration with its training fields (the TL+KD study's)."""
+
+    def __init__(self, config: MhistConfig, dataset: kd_data.MhistData, views: dict[str, Views],
+                 folder: Path, device: torch.device, amp: torch.dtype | None, names: dict[str, str] | None = None,
+                 val_metric: str = "auc") -> None:
         self.config, self.dataset, self.views, self.folder, self.device, self.amp = config, dataset, views, folder, device, amp
+        self.names = names or dict(zip(ROLES, PAIRS[config.pair], strict=True))
+        self.val_metric = val_metric
 
-    def _fresh(self, role: str, seed: int, outputs: int = 2) -> tuple[nn.Module, nn.Module]:
+    def fresh(self, role: str, seed: int, outputs: int = 2) -> tuple[nn.Module, nn.Module]:
+        """A new network of ``role`` and its top, its trunk frozen; the head is initialised from ``seed``."""
         torch.manual_seed(seed)  # the new head's initialisation: the same for every arm of a seed and role
         config = self.config
-        net = backbone(PAIRS[config.pair][ROLES.index(role)], outputs, weights="imagenet" if config.pretrained else None)
+        net = backbone(self.names[role], outputs, weights="imagenet" if config.pretrained else None)
         trunk, top = split_at(net.model, config.split_reduction)
         set_trainable(trunk, False)
         return net.model, top
 
     def two_phase(self, role: str, seed: int, name: str, loss_fn: LossFn = _labels_loss,
                   soft: Tensor | None = None, outputs: int = 2, targets: Tensor | None = None,
-                  keep_train_logits: bool = False, class_logits: Callable[[Tensor], Tensor] | None = None) -> _Trained:
+                  keep_train_logits: bool = False, class_logits: Callable[[Tensor], Tensor] | None = None) -> Trained:
         """Head on pooled features, then the top on trunk maps; ``soft`` ``(8, N, K)`` are teacher
         logits per training view (extras of ``loss_fn``), ``targets`` replace the class labels in training."""
         config, views = self.config, self.views[role]
-        model, top = self._fresh(role, seed, outputs)
+        model, top = self.fresh(role, seed, outputs)
         head = pooled_head(model)
         y = self.dataset.train.y if targets is None else targets
         extras = () if soft is None else (soft,)
-        common = {"seed": seed, "device": self.device, "amp_dtype": self.amp, "val_metric": "auc", "class_logits": class_logits}
+        common = {"seed": seed, "device": self.device, "amp_dtype": self.amp, "val_metric": self.val_metric,
+                  "class_logits": class_logits}
         head_fit = fit(head, ViewBatches(views.pooled_train, y, *extras, batch_size=config.batch_size, seed=seed),
                        loss_fn, epochs=config.head_epochs, lr=config.head_lr, val_data=(views.pooled_val, self.dataset.val.y),
                        checkpoint=self.folder / f"seed{seed}_{name}_head.ckpt", description=f"{name} head", **common)
@@ -307,7 +320,7 @@ class _Runner:
                       description=name, **common)
         test = self._logits(top, views.test)
         train = torch.stack([self._logits(top, v) for v in views.train]) if keep_train_logits else None
-        return _Trained(top, head_fit, top_fit, test, head_test, train)
+        return Trained(top, head_fit, top_fit, test, head_test, train)
 
     def _logits(self, module: nn.Module, inputs: Tensor) -> Tensor:
         return predict_logits(module, inputs, batch_size=256, device=self.device, amp_dtype=self.amp)
@@ -316,7 +329,7 @@ class _Runner:
         """All layers from random weights (trainable BatchNorm), ``finetune_epochs`` at ``head_lr`` on augmented images."""
         config, data = self.config, self.dataset
         torch.manual_seed(seed)
-        net = backbone(PAIRS[config.pair][ROLES.index(role)], 2, weights=None)
+        net = backbone(self.names[role], 2, weights=None)
         model = net.model.to(memory_format=hardware.CONV_MEMORY_FORMAT)
         train = kd_data.TensorBatches(data.train.x, data.train.y, batch_size=config.batch_size, seed=seed,
                                       transform=kd_data.ImageTransform(net.mean, net.std, device=self.device))
@@ -331,7 +344,7 @@ class _Runner:
                      description=f"{role} from scratch")
         return result, self._logits(model, batches(data.test.x))
 
-    def subclass_head(self, teacher: _Trained, seed: int, learned: bool) -> tuple[FitResult, Tensor, Tensor]:
+    def subclass_head(self, teacher: Trained, seed: int, learned: bool) -> tuple[FitResult, Tensor, Tensor]:
         """A 2 × 2 subclass head on the fine-tuned teacher's pooled features (8 views): known subclasses
         from the votes (cross-entropy), or learned ones (class cross-entropy + auxiliary loss).
         Returns its fit, the subclass logits of every training view ``(8, N, 4)`` and of the test set."""
@@ -393,16 +406,16 @@ def run_study(config: MhistConfig, dataset: kd_data.MhistData, *, run_root: Path
     nets = load_backbones(config)  # fails first, and clearly, when pretrained weights are missing
     folder = (run_root or paths.runs_dir()) / "mhist" / config.key()
     start = time.perf_counter()
-    views = {role: _role_views(role, net, dataset, config, folder, device, amp) for role, net in nets.items()}
+    views = {role: role_views(role, net, dataset, config, folder, device, amp) for role, net in nets.items()}
     cache_seconds = time.perf_counter() - start
-    runner = _Runner(config, dataset, views, folder, device, amp)
+    runner = TwoPhaseRunner(config, dataset, views, folder, device, amp)
     labels = dataset.test.y
     rows, grid_rows, history = [], [], {}
     scores: dict[str, dict[int, list[float]]] = {}
     names = dict(zip(ROLES, PAIRS[config.pair], strict=True))
     per_seed: dict[int, dict] = {}
 
-    def keep(seed: int, arm: str, role: str, logits: Tensor, result: FitResult, head: _Trained | None = None) -> None:
+    def keep(seed: int, arm: str, role: str, logits: Tensor, result: FitResult, head: Trained | None = None) -> None:
         rows.append(_row(seed, arm, role, names[role], labels, logits, result,
                          head.head_test_logits if head else None, head.head_fit if head else None))
         scores.setdefault(arm, {})[seed] = [round(p, 5) for p in _probability(logits).tolist()]

@@ -24,7 +24,8 @@ from ..train import FitResult, fit, predict_logits
 from .common import config_key, with_overrides
 
 __all__ = [
-    "StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_dir_for", "study_dataset", "train_teacher", "run_study",
+    "StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_dir_for", "study_dataset", "train_teacher", "seed_models",
+    "run_study",
     "grid_table", "arm_accuracy", "paired_comparison", "grid_effects",
 ]
 
@@ -179,6 +180,21 @@ def _train_students(
             elif kind == "scratch":
                 kept["scratch"] = stack.member(index)
     return rows, kept, seconds
+
+
+def seed_models(
+    config: StudyConfig, dataset: kd_data.ImageData, seed: int, *, run_root: Path | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, nn.Module]:
+    """The teacher, the headline KD student and the scratch student of ``seed`` (eval mode, CPU), trained
+    as :func:`run_study` trains them, or read from its checkpoints when that run is finished."""
+    dataset = study_dataset(config, dataset)
+    run_dir = run_dir_for(config, run_root)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
+    teacher, _, soft_targets = train_teacher(config, dataset, seed, run_dir, device)
+    _, students, _ = _train_students(config, dataset, seed, soft_targets, run_dir, amp, device)
+    return {name: model.cpu().eval() for name, model in {"teacher": teacher, **students}.items()}
 
 
 def run_study(
