@@ -15,7 +15,7 @@ from torch import nn
 
 from .models import count_parameters
 
-__all__ = ["ModelCost", "count_macs", "measure_latency", "profile_model"]
+__all__ = ["ModelCost", "count_macs", "measure_latency", "profile_model", "throughput"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,36 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], *, batched: in
         latency_ms_batch1=measure_latency(model, input_shape, 1, repeats),
         latency_ms_per_sample_batched=measure_latency(model, input_shape, batched, max(5, repeats // 5)),
     )
+
+
+def throughput(model: nn.Module, input_shape: tuple[int, ...], *, batch_size: int = 16, backward: bool = False,
+               repeats: int = 3, warmup: int = 1, device: str | torch.device = "cpu", amp_dtype: torch.dtype | None = None) -> float:
+    """Images per second of ``model`` on random inputs of ``input_shape``: forward passes in eval mode, or with
+    ``backward`` forward and backward passes in training mode (gradients of the summed logits; no optimiser
+    step). The median of ``repeats`` timed batches of ``batch_size`` after ``warmup`` untimed ones, under
+    ``amp_dtype`` autocast when given."""
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"batch_size and repeats must be >= 1 and warmup >= 0, got {batch_size}, {repeats}, {warmup}")
+    device = torch.device(device)
+    was_training = model.training
+    model.to(device).train(backward)
+    x = torch.randn(batch_size, *input_shape, device=device)
+
+    def step() -> None:
+        with torch.set_grad_enabled(backward), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(x)
+        if backward:
+            out.float().sum().backward()
+            model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    model.train(was_training)
+    return batch_size / statistics.median(times)

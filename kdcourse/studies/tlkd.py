@@ -8,8 +8,8 @@ the teacher's soft targets added (*TL+KD*), in two regimes:
 - ``thesis``: the student's backbone frozen, a new head trained on its pooled features with the
   thesis's recipe (SGD with momentum 0.9, weight decay 5e-4, learning rate 0.01, batches of 64, the
   rate cut tenfold on a validation plateau, early stopping);
-- ``finetune``: the MHIST chapter's two phases: the head on pooled features, then the last stage and
-  the head on the cached outputs of the frozen earlier stages (AdamW, cosine schedule).
+- ``finetune``: what a practitioner would do: the head on pooled features first, then every layer on
+  augmented images at a small learning rate (AdamW, cosine schedule).
 
 TL+KD runs at the thesis's (T = 10, α = 0.1) and at the (T, α) of the best mean validation accuracy
 on a grid. Every arm of a seed starts from the same head initialisation and sees the same batches.
@@ -25,6 +25,8 @@ student and the scratch student of the MNIST distillation chapter.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,20 +39,22 @@ from torch import Tensor, nn
 
 from .. import corruptions, hardware, metrics, paths
 from .. import data as kd_data
-from ..backbones import Backbone, backbone, pooled_head, split_at
+from ..backbones import Backbone, backbone, pooled_head, set_trainable, split_at
 from ..effects import Effect, bootstrap_effect, paired_effect
 from ..explain import foreground_share, shap_maps
 from ..losses import check_alpha, check_temperature
 from ..train import FitResult, fit, predict_logits
-from ..transfer import ViewBatches, apply_in_batches, trunk_views
+from ..transfer import ViewBatches, apply_in_batches, dihedral_view, trunk_views
 from . import mnist_distillation
-from .common import config_key, with_overrides
+from .common import config_key, json_records, with_overrides
 from .mhist import ALL_VIEWS, TwoPhaseRunner, Views, _kd_loss, _labels_loss, role_views
 
 __all__ = [
     "Pair", "PAIRS", "TlkdConfig", "PROFILES", "config_for", "load_backbones", "load_data", "TlkdOutcome", "run_study",
+    "outcome_record",
     "arm_scores", "effects_table", "epochs_to_reach", "speed_table", "sweep_table", "true_positive_change",
-    "Composed", "ForegroundOutcome", "mnist_foreground", "foreground_effects",
+    "Composed", "ForegroundOutcome", "mnist_foreground", "image_foreground", "foreground_effects", "pass_counts",
+    "estimated_seconds",
 ]
 
 
@@ -186,16 +190,30 @@ def _resized(split: kd_data.ImageSplit, size: int) -> kd_data.ImageSplit:
     return kd_data.ImageSplit(torch.cat(chunks), split.y)
 
 
-def load_data(config: TlkdConfig, root: str | Path | None = None) -> kd_data.MhistData | kd_data.Cifar10Data:
+def load_data(config: TlkdConfig, root: str | Path | None = None, *, download: bool = True,
+              ) -> kd_data.MhistData | kd_data.Cifar10Data:
     """The data set of ``config`` at ``config.size`` px: MHIST (:func:`kdcourse.data.load_mhist`) or CIFAR-10
-    (:func:`kdcourse.data.load_cifar10`, downloaded where the network allows, resized from 32 px)."""
+    (:func:`kdcourse.data.load_cifar10`, downloaded where the network allows and ``download`` is true,
+    resized from 32 px). Raises :class:`kdcourse.data.MissingDataError` naming what is missing."""
     if config.dataset == "mhist":
         return kd_data.load_mhist(root, size=config.size, limit=config.limit)
-    cifar = kd_data.load_cifar10(root, val_size=config.val_size)
+    cifar = kd_data.load_cifar10(root, val_size=config.val_size, download=download)
     train = cifar.train if config.limit is None else cifar.train.subset(
         kd_data.stratified_split(cifar.train.y, min(config.limit, len(cifar.train) - 1), 0)[1])
     return kd_data.Cifar10Data(_resized(train, config.size), _resized(cifar.val, config.size),
                                _resized(cifar.test, config.size), cifar.classes)
+
+
+class OnImages(nn.Module):
+    """``network`` on uint8 images ``(N, 3, H, W)``: normalised with ``mean``/``std`` first (for training on
+    cached image views, which :class:`kdcourse.transfer.ViewBatches` serves as they are stored)."""
+
+    def __init__(self, network: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.network, self.mean, self.std = network, mean, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(kd_data.normalise_images(x, self.mean, self.std).contiguous(memory_format=hardware.CONV_MEMORY_FORMAT))
 
 
 class Composed(nn.Module):
@@ -225,7 +243,7 @@ class TlkdOutcome:
     regime counts the head's epochs first). ``grid``: per (regime, seed, T, α) ``val_accuracy``;
     ``chosen``: per regime the (T, α) of the best mean. ``sweeps``: per (sweep, level, arm, seed) the
     test ``accuracy`` and ``f1`` and ``val_accuracy``. ``teachers``: per seed the teacher's test scores.
-    ``models``: the first seed's networks per regime and arm (:class:`Composed`), for explanations.
+    ``models``: the networks per regime, arm and seed (on normalised images), for explanations.
     """
 
     config: TlkdConfig
@@ -239,8 +257,8 @@ class TlkdOutcome:
     data_counts: dict[str, int]
     weights: dict[str, str]
     cache_seconds: float
-    sweep_cache_seconds: float
-    models: dict[str, dict[str, Composed]] = field(default_factory=dict)
+    sweep_seconds: float
+    models: dict[str, dict[str, dict[int, nn.Module]]] = field(default_factory=dict)
 
 
 def _scores(logits: Tensor, labels: Tensor) -> dict[str, float]:
@@ -306,22 +324,54 @@ class _Study:
 
     def student(self, regime: str, seed: int, name: str, loss_fn: Callable[..., Tensor], soft: Tensor | None,
                 pooled: Tensor | None = None, targets: Tensor | None = None, subset: Tensor | None = None,
-                ) -> tuple[Composed, Tensor, list[float], FitResult]:
+                ) -> tuple[nn.Module, Tensor, list[float], FitResult]:
         """A student of ``regime``; returns its network, test logits, validation accuracy per epoch and fit.
 
         ``pooled``/``targets``/``subset`` replace the training features, labels and images (the sweeps)."""
         views = self.views["student"]
         trunk, top = self.splits["student"]
         if regime == "finetune":
-            trained = self.runner.two_phase("student", seed, f"finetune_{name}", loss_fn, soft=soft, outputs=self.classes)
-            curve = [h["val_accuracy"] for h in trained.head_fit.history + trained.fit.history]
-            return Composed(trunk, trained.top).eval(), trained.test_logits, curve, trained.fit
+            return self._fine_tuned(seed, name, loss_fn, soft)
         pooled = views.pooled_train if pooled is None else pooled
         targets = self.dataset.train.y if targets is None else targets
         if subset is not None:
             pooled, targets, soft = pooled[:, subset], targets[subset], None if soft is None else soft[:, subset]
         head, result = self._thesis_head("student", seed, name, loss_fn, pooled, targets, soft)
         return Composed(trunk, top, head).eval(), self._logits(head, views.pooled_test), [h["val_accuracy"] for h in result.history], result
+
+    def _image_batches(self, images: Tensor) -> kd_data.TensorBatches:
+        return kd_data.TensorBatches(images, batch_size=4 * self.config.batch_size, shuffle=False)
+
+    def _fine_tuned(self, seed: int, name: str, loss_fn: Callable[..., Tensor], soft: Tensor | None,
+                    ) -> tuple[nn.Module, Tensor, list[float], FitResult]:
+        """The fine-tuning regime: a new head on the frozen network's pooled features (AdamW), then every
+        layer on augmented images (AdamW at ``finetune_lr``, cosine schedule; pretrained BatchNorm stays
+        frozen). Both phases draw the same views of the same images in the same order."""
+        config, views, y = self.config, self.views["student"], self.dataset.train.y
+        net = self.nets["student"]
+        extras = () if soft is None else (soft,)
+        common = {"seed": seed, "device": self.device, "amp_dtype": self.amp, "val_metric": "accuracy"}
+        model, _ = self.runner.fresh("student", seed, self.classes)
+        head_fit = fit(pooled_head(model), ViewBatches(views.pooled_train, y, *extras, batch_size=config.batch_size, seed=seed),
+                       loss_fn, epochs=config.head_epochs, lr=config.head_lr, val_data=(views.pooled_val, self.dataset.val.y),
+                       checkpoint=self.folder / f"seed{seed}_finetune_{name}_head.ckpt", description=f"finetune_{name} head",
+                       **common)
+        set_trainable(model, True)
+        network = OnImages(model.to(memory_format=hardware.CONV_MEMORY_FORMAT), net.mean, net.std)
+        result = fit(network, ViewBatches(self.image_views, y, *extras, batch_size=config.batch_size, seed=seed), loss_fn,
+                     epochs=config.finetune_epochs, lr=config.finetune_lr, schedule="cosine",
+                     val_data=(self._image_batches(self.dataset.val.x), self.dataset.val.y),
+                     checkpoint=self.folder / f"seed{seed}_finetune_{name}.ckpt",
+                     description=f"finetune_{name} (every layer)", **common)
+        test = predict_logits(network, self._image_batches(self.dataset.test.x), device=self.device, amp_dtype=self.amp)
+        both = dataclasses.replace(result, history=head_fit.history + result.history,
+                                   best_epoch=len(head_fit.history) + result.best_epoch)  # epochs and seconds of both phases
+        return model.eval(), test, [h["val_accuracy"] for h in both.history], both
+
+    @functools.cached_property
+    def image_views(self) -> Tensor:
+        """Every training image in each of the augmentation's views, uint8 ``(V, N, 3, H, W)`` (computed once)."""
+        return torch.stack([dihedral_view(self.dataset.train.x, code) for code in self.codes])
 
     def occluded(self, teacher: Composed, images: Tensor) -> tuple[Tensor, Tensor]:
         """Student pooled features ``(V, n, D)`` and teacher logits ``(V, n, K)`` of every view of ``images``."""
@@ -371,11 +421,11 @@ def run_study(config: TlkdConfig, dataset: kd_data.MhistData | kd_data.Cifar10Da
     labels = dataset.test.y
     runs, history, grid_rows, sweep_rows, teacher_rows = [], [], [], [], []
     confusion: dict[str, dict[str, dict[int, list[list[int]]]]] = {}
-    models: dict[str, dict[str, Composed]] = {}
+    models: dict[str, dict[str, dict[int, nn.Module]]] = {}
     teachers: dict[int, tuple[Composed, Tensor]] = {}
-    trained: dict[tuple[str, int, str], tuple[Composed, Tensor, list[float], FitResult]] = {}
+    trained: dict[tuple[str, int, str], tuple[nn.Module, Tensor, list[float], FitResult]] = {}
 
-    def keep(regime: str, arm: str, seed: int, outcome: tuple[Composed, Tensor, list[float], FitResult]) -> None:
+    def keep(regime: str, arm: str, seed: int, outcome: tuple[nn.Module, Tensor, list[float], FitResult]) -> None:
         network, logits, curve, result = outcome
         runs.append({"regime": regime, "arm": arm, "seed": seed, "val_accuracy": max(curve), **_scores(logits, labels),
                      "best_epoch": result.best_epoch, "epochs": len(curve), "train_seconds": result.train_seconds})
@@ -383,8 +433,7 @@ def run_study(config: TlkdConfig, dataset: kd_data.MhistData | kd_data.Cifar10Da
                        for epoch, value in enumerate(curve, 1))
         confusion.setdefault(regime, {}).setdefault(arm, {})[seed] = metrics.confusion_matrix(
             logits, labels, study.classes).tolist()
-        if seed == config.seeds[0]:
-            models.setdefault(regime, {})[arm] = network
+        models.setdefault(regime, {}).setdefault(arm, {})[seed] = network
 
     points = [(t, a) for t in config.temperatures for a in config.alphas]
     if tuple(config.thesis_kd) not in points:
@@ -433,6 +482,21 @@ def run_study(config: TlkdConfig, dataset: kd_data.MhistData | kd_data.Cifar10Da
     return TlkdOutcome(config, pd.DataFrame(runs), confusion, pd.DataFrame(history), grid, chosen, pd.DataFrame(sweep_rows),
                        pd.DataFrame(teacher_rows), counts, {role: net.weights for role, net in study.nets.items()},
                        study.cache_seconds, time.perf_counter() - start, models)
+
+
+def outcome_record(outcome: TlkdOutcome) -> dict:
+    """The JSON-ready findings of a run (what a result file keeps; the networks are left out)."""
+    config = {key: list(value) if isinstance(value, tuple) else value for key, value in vars(outcome.config).items()}
+    config["sweeps"] = [[sweep, list(levels)] for sweep, levels in outcome.config.sweeps]
+    return {
+        "config": config, "data_counts": outcome.data_counts, "weights": outcome.weights, "chosen": outcome.chosen,
+        "runs": json_records(outcome.runs), "history": json_records(outcome.history), "grid": json_records(outcome.grid),
+        "sweeps": json_records(outcome.sweeps), "teachers": json_records(outcome.teachers),
+        "confusion": {regime: {arm: {str(seed): matrix for seed, matrix in by_seed.items()} for arm, by_seed in arms.items()}
+                      for regime, arms in outcome.confusion.items()},
+        "cache_seconds": round(outcome.cache_seconds, 1), "sweep_seconds": round(outcome.sweep_seconds, 1),
+        "train_seconds": round(float(outcome.runs.train_seconds.sum()), 1),
+    }
 
 
 def _series(frame: pd.DataFrame, column: str, **where: object) -> pd.Series:
@@ -556,16 +620,37 @@ def mnist_foreground(config: mnist_distillation.StudyConfig, dataset: kd_data.Im
     return ForegroundOutcome(pd.DataFrame(rows), chosen.tolist(), time.perf_counter() - start)
 
 
+def image_foreground(models: dict[str, dict[int, nn.Module]], images: Tensor, masks: np.ndarray, background: Tensor,
+                     mean: tuple[float, ...], std: tuple[float, ...], *, samples: int = 200) -> pd.DataFrame:
+    """Foreground share of positive SHAP mass for photographs whose foreground ``masks`` ``(N, H, W)`` come
+    from an automatic method (:func:`kdcourse.explain.grabcut_foreground`).
+
+    ``models`` maps a name (e.g. an arm) to its network per seed (normalised images → logits); ``images`` and
+    ``background`` are uint8 ``(N, 3, H, W)``. One row per (seed, model, image): ``share`` and ``stroke``
+    (here the mask's share of the image, the score of an evenly spread map), as :func:`mnist_foreground`."""
+    x = kd_data.normalise_images(images, mean, std)
+    reference = kd_data.normalise_images(background, mean, std)
+    area = masks.reshape(len(masks), -1).mean(1)
+    rows = []
+    for name, by_seed in models.items():
+        for seed, model in by_seed.items():
+            maps = shap_maps(model.float(), x, reference, samples=samples, seed=int(seed))
+            rows.extend({"seed": int(seed), "model": name, "image": i, "share": foreground_share(m, k), "stroke": float(a)}
+                        for i, (m, k, a) in enumerate(zip(maps, masks, area, strict=True)))
+    return pd.DataFrame(rows)
+
+
 FOREGROUND_COMPARISONS = (("kd", "scratch"), ("teacher", "kd"), ("teacher", "scratch"))
 
 
-def foreground_effects(shares: pd.DataFrame) -> pd.DataFrame:
-    """Paired differences of the foreground share (points) for :data:`FOREGROUND_COMPARISONS`: over seeds
+def foreground_effects(shares: pd.DataFrame, comparisons: tuple[tuple[str, str], ...] = FOREGROUND_COMPARISONS,
+                       ) -> pd.DataFrame:
+    """Paired differences of the foreground share (points) for ``comparisons`` (model, baseline): over seeds
     (per-seed means, paired t) and over images (a bootstrap of the per-image differences averaged over seeds)."""
     rows = []
     per_seed = shares.groupby(["model", "seed"])["share"].mean()
     per_image = shares.groupby(["model", "image"])["share"].mean()
-    for model, baseline in FOREGROUND_COMPARISONS:
+    for model, baseline in comparisons:
         entries: dict[str, Effect | None] = {
             "seeds": paired_effect(per_seed[model], per_seed[baseline]) if shares.seed.nunique() > 1 else None,
             "images": bootstrap_effect(per_image[model].to_numpy(), per_image[baseline].to_numpy())}
@@ -575,3 +660,47 @@ def foreground_effects(shares: pd.DataFrame) -> pd.DataFrame:
                 row[f"{over} {key}"] = getattr(effect, key) if effect is not None else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- what the CIFAR-10 profile costs
+
+
+def pass_counts(config: TlkdConfig, train: int, val: int, test: int, shap_images: int = 200, shap_samples: int = 200,
+                ) -> pd.DataFrame:
+    """The images each network must process in a run of ``config`` on splits of these sizes, by stage.
+
+    Columns: ``stage``, ``network`` (teacher or student), ``pass`` (``forward`` or ``forward+backward``) and
+    ``images``. Training on cached features (heads, the thesis regime, the sweeps' students) costs next to
+    nothing and is left out. The last
+    stage, the thesis's recipe without caches (every epoch the teacher's forward and the whole student's
+    forward and backward pass, ``max_epochs`` epochs per network), is there for comparison."""
+    views = len(VIEW_CODES[PAIRS[config.pair].dataset])
+    seeds = len(config.seeds)
+    once = views * train + val + test
+    networks = seeds * (1 + len(config.temperatures) * len(config.alphas))
+    occluded = sum(sum(levels) for sweep, levels in config.sweeps if sweep in ("center_black", "quarter_black"))
+    explained = 2 * len(config.regimes) * seeds * shap_images * shap_samples  # TL and TL+KD students
+    rows = [("cached views", "teacher", "forward", once), ("cached views", "student", "forward", once)]
+    if PAIRS[config.pair].teacher_recipe == "two_phase":
+        rows.append(("teacher fine-tuning", "teacher", "forward+backward", seeds * config.finetune_epochs * train))
+    if "finetune" in config.regimes:
+        rows.append(("fine-tuning regime (students)", "student", "forward+backward", networks * config.finetune_epochs * train))
+    rows += [("occluded views of the sweeps", "teacher", "forward", round(seeds * occluded * views * train)),
+             ("occluded views of the sweeps", "student", "forward", round(seeds * occluded * views * train)),
+             ("SHAP maps", "student", "forward+backward", explained)]
+    table = pd.DataFrame(rows, columns=["stage", "network", "pass", "images"])
+    uncached = 2 * seeds * config.max_epochs * train  # TL and TL+KD, every epoch
+    thesis = pd.DataFrame([("thesis recipe without caches, for comparison", "teacher", "forward", uncached),
+                           ("thesis recipe without caches, for comparison", "student", "forward+backward", uncached)],
+                          columns=table.columns)
+    return pd.concat([table, thesis], ignore_index=True)
+
+
+def estimated_seconds(counts: pd.DataFrame, rates: dict[str, float]) -> pd.DataFrame:
+    """``counts`` (:func:`pass_counts`) with ``seconds`` = images / measured rate; ``rates`` maps
+    ``"<network> <pass>"`` (e.g. ``"teacher forward"``) to images per second."""
+    missing = {f"{n} {p}" for n, p in zip(counts.network, counts["pass"], strict=True)} - set(rates)
+    if missing:
+        raise ValueError(f"no measured rate for {sorted(missing)}")
+    seconds = [images / rates[f"{n} {p}"] for n, p, images in zip(counts.network, counts["pass"], counts.images, strict=True)]
+    return counts.assign(seconds=seconds)

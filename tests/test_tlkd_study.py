@@ -1,0 +1,150 @@
+"""The TL+KD study at smoke scale on generated CIFAR-10 files: every arm, regime and sweep level, paired
+arms, resumption, the sweeps' inputs, the tables' arithmetic, the MNIST foreground analysis, and the
+clear errors of the full profile on a machine without CIFAR-10 or the pretrained weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kdcourse import data
+from kdcourse.backbones import MissingWeightsError
+from kdcourse.studies import mnist_distillation, tlkd
+
+SMOKE = {"size": 32, "limit": 120, "val_size": 40, "mixed_precision": False}
+
+
+@pytest.fixture(scope="module")
+def cifar_folder(tmp_path_factory):
+    return data.write_generated_cifar10(tmp_path_factory.mktemp("cifar"), per_batch=40)
+
+
+@pytest.fixture(scope="module")
+def generated(cifar_folder) -> data.Cifar10Data:
+    return tlkd.load_data(tlkd.config_for("smoke", **SMOKE), cifar_folder, download=False)
+
+
+@pytest.fixture(scope="module")
+def outcomes(generated, tmp_path_factory) -> tuple[tlkd.TlkdOutcome, tlkd.TlkdOutcome]:
+    root = tmp_path_factory.mktemp("runs")
+    config = tlkd.config_for("smoke", **SMOKE)
+    return tlkd.run_study(config, generated, run_root=root), tlkd.run_study(config, generated, run_root=root)
+
+
+def test_generated_cifar_is_in_the_release_format_and_resized(generated, cifar_folder):
+    assert generated.train.x.shape[1:] == (3, 32, 32) and generated.train.x.dtype == torch.uint8
+    assert len(generated.train) == 120 and len(generated.val) == 40 and len(generated.test) == 40
+    assert set(generated.train.y.tolist()) == set(range(10))
+    resized = tlkd.load_data(tlkd.config_for("smoke", **{**SMOKE, "size": 64}), cifar_folder, download=False)
+    assert resized.train.x.shape[-1] == 64 and torch.equal(resized.train.y, generated.train.y)
+
+
+def test_every_regime_arm_and_seed_is_run(outcomes):
+    first, _ = outcomes
+    assert set(zip(first.runs.regime, first.runs.arm)) == {(r, a) for r in tlkd.REGIMES for a in tlkd.ARMS}
+    assert (first.runs.groupby(["regime", "arm"]).seed.nunique() == 2).all()
+    assert first.runs[["accuracy", "precision", "recall", "f1"]].stack().between(0, 1).all()
+    assert set(first.chosen) == set(tlkd.REGIMES)
+    # the fine-tuning regime's curve counts the head phase first, then the fine-tuning epochs
+    config = first.config
+    finetune = first.history[first.history.regime == "finetune"].groupby(["arm", "seed"]).epoch.max()
+    assert (finetune == config.head_epochs + config.finetune_epochs).all()
+    assert first.history[first.history.regime == "thesis"].epoch.max() <= config.max_epochs
+    for regime in tlkd.REGIMES:
+        matrix = np.array(first.confusion[regime]["tl"][0])
+        assert matrix.shape == (10, 10) and matrix.sum() == 40
+
+
+def test_sweeps_cover_every_level_arm_and_seed(outcomes):
+    first, _ = outcomes
+    expected = {(s, lv) for s, levels in first.config.sweeps for lv in levels}
+    assert set(zip(first.sweeps.sweep, first.sweeps.level)) == expected
+    assert (first.sweeps.groupby(["sweep", "level"]).size() == 3 * 2).all()  # TL and two KD arms, two seeds
+    table = tlkd.sweep_table(first.sweeps)
+    assert len(table) == 2 * len(expected) and table.verdict.isin(["clears the noise", "suggestive", "within noise"]).all()
+
+
+def test_a_rerun_resumes_every_network_exactly(outcomes):
+    first, second = outcomes
+    pd.testing.assert_frame_equal(first.runs.drop(columns="train_seconds"), second.runs.drop(columns="train_seconds"))
+    pd.testing.assert_frame_equal(first.sweeps, second.sweeps)
+
+
+def test_kd_with_alpha_zero_is_the_labels_only_arm(generated, tmp_path):
+    # every arm of a seed starts from the same head and sees the same batches: α = 0 reproduces TL exactly
+    config = tlkd.config_for("smoke", **SMOKE, seeds=(3,), temperatures=(4.0,), alphas=(0.0,), sweeps=(), regimes=("thesis",))
+    outcome = tlkd.run_study(config, generated, run_root=tmp_path)
+    runs = outcome.runs.set_index("arm")
+    assert runs.loc["tlkd_chosen", "accuracy"] == runs.loc["tl", "accuracy"]
+    assert outcome.confusion["thesis"]["tlkd_chosen"] == outcome.confusion["thesis"]["tl"]
+
+
+def test_occlusion_sweeps_replace_exactly_the_occluded_images(generated, tmp_path):
+    config = tlkd.config_for("smoke", **SMOKE, seeds=(0,))
+    study = tlkd._Study(config, generated, tmp_path, torch.device("cpu"))
+    teacher, logits, _ = study.teacher(0)
+    pooled, targets, soft, subset = tlkd._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
+    changed = (pooled != study.views["student"].pooled_train).flatten(2).any(-1).any(0)
+    assert targets is None and subset is None
+    assert int(changed.sum()) == round(0.25 * len(generated.train))
+    assert torch.equal((soft != logits).flatten(2).any(-1).any(0), changed)  # the teacher sees the same occluded images
+    _, noisy, _, _ = tlkd._sweep_training(study, teacher, logits, "label_noise", 0.2, 0, 1)
+    assert int((noisy != generated.train.y).sum()) == round(0.2 * len(generated.train))
+    *_, subset = tlkd._sweep_training(study, teacher, logits, "fraction", 0.5, 0, 2)
+    assert len(subset) == 60 and torch.bincount(generated.train.y[subset], minlength=10).tolist() == [6] * 10
+
+
+def test_epochs_to_reach_and_the_speed_table():
+    rows = []
+    for seed, (tl_curve, kd_curve) in enumerate([([0.5, 0.7, 0.8], [0.7, 0.8, 0.9]), ([0.6, 0.6, 0.8], [0.6, 0.8, 0.8]),
+                                                 ([0.5, 0.6, 0.7], [0.5, 0.8, 0.8])]):
+        for arm, curve in (("tl", tl_curve), ("tlkd_thesis", kd_curve), ("tlkd_chosen", kd_curve)):
+            rows += [{"regime": "thesis", "arm": arm, "seed": seed, "epoch": e, "val_accuracy": v} for e, v in enumerate(curve, 1)]
+    history = pd.DataFrame(rows)
+    reach = tlkd.epochs_to_reach(history, 0.8).set_index(["arm", "seed"])
+    assert reach.loc[("tl", 0), "epoch"] == 3 and reach.loc[("tlkd_thesis", 0), "epoch"] == 2
+    assert np.isnan(reach.loc[("tl", 2), "epoch"]) and reach.loc[("tl", 2), "epochs"] == 3
+    table = tlkd.speed_table(history, (0.8,)).set_index("arm")
+    row = table.loc["tlkd_thesis"]
+    assert row["seeds reached (TL)"] == 2 and row["seeds reached (TL+KD)"] == 3
+    assert row["mean"] == pytest.approx(-1.0) and row["unit"] == "epochs"  # paired over the two seeds both reached
+
+
+def test_true_positive_change_is_the_difference_of_the_diagonals():
+    confusion = {"thesis": {"tl": {0: [[5, 1], [2, 2]], 1: [[4, 2], [1, 3]]},
+                            "tlkd_thesis": {0: [[6, 0], [2, 2]], 1: [[6, 0], [0, 4]]}}}
+    table = tlkd.true_positive_change(confusion, "thesis", "tlkd_thesis", ("a", "b"))
+    assert table["change mean"].tolist() == [1.5, 0.5] and table["test images"].tolist() == [6, 4]
+
+
+def test_mnist_foreground_shares_for_every_model_and_seed(mnist_root, tmp_path):
+    dataset = data.load_mnist(mnist_root, val_size=50, download=False)
+    config = mnist_distillation.config_for("smoke", seeds=(0, 1), train_samples=200, val_size=50, temperatures=(4,),
+                                           alphas=(0.5,), headline=(4.0, 0.5))
+    outcome = tlkd.mnist_foreground(config, dataset, images=6, background=10, samples=20, run_root=tmp_path)
+    shares = outcome.shares
+    assert set(shares.model) == {"teacher", "kd", "scratch"} and len(shares) == 2 * 3 * 6
+    assert shares.share.between(0, 1).all() and shares.stroke.between(0, 1).all()
+    # the stroke share is a property of the image, the same for every model and seed
+    assert (shares.groupby("image").stroke.nunique() == 1).all()
+    effects = tlkd.foreground_effects(shares)
+    assert list(zip(effects.model, effects.baseline)) == list(tlkd.FOREGROUND_COMPARISONS)
+    assert effects["images verdict"].notna().all()
+
+
+def test_full_profile_stops_clearly_without_cifar10_or_weights(tmp_path, monkeypatch):
+    with pytest.raises(data.MissingDataError, match="CIFAR-10"):
+        tlkd.load_data(tlkd.config_for("full"), tmp_path, download=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingWeightsError, match="vit_base_patch16_224"):
+        tlkd.load_backbones(tlkd.config_for("full"))
+
+
+@pytest.mark.parametrize("bad", [{"pair": "other"}, {"size": 16}, {"alphas": (1.5,)}, {"thesis_kd": (0.0, 0.1)},
+                                 {"seeds": (0, 0)}, {"regimes": ("frozen",)}, {"sweeps": (("blur", (0.1,)),)},
+                                 {"regimes": ("finetune",)}, {"data": "cifar"}, {"max_epochs": 0}])
+def test_impossible_settings_are_refused(bad, tmp_path):
+    with pytest.raises(ValueError):
+        tlkd.run_study(tlkd.config_for("smoke", **bad), None, run_root=tmp_path)
