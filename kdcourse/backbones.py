@@ -41,6 +41,7 @@ __all__ = [
     "freeze_batchnorm",
     "set_trainable",
     "split_at",
+    "splittable",
     "Trunk",
     "Top",
     "pooled_head",
@@ -341,6 +342,11 @@ class Top(nn.Module):
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.network.forward_head(self.layers(x), pre_logits=pre_logits)
+
+
+def splittable(model: nn.Module) -> bool:
+    """Whether :func:`split_at` knows the layout of ``model``'s family (ViTs, for instance, are not cut)."""
+    return type(model).__name__ in _LAYOUTS
 
 
 def split_at(model: nn.Module, reduction: int = 16) -> tuple[Trunk, Top]:

@@ -47,13 +47,13 @@ from torch import Tensor, nn
 
 from .. import data as kd_data
 from .. import checkpoints, hardware, paths
-from ..backbones import Backbone, backbone, pooled_head, set_trainable, split_at
+from ..backbones import Backbone, backbone, pooled_head, set_trainable, split_at, splittable
 from ..effects import Effect, bootstrap_auc_effect, paired_effect
 from ..losses import check_alpha, check_temperature, distillation_loss
 from ..metrics import roc_auc
 from ..subclass import class_logits_from_subclasses, subclass_auxiliary_loss, subclass_distillation_loss
 from ..train import FitResult, fit, predict_logits
-from ..transfer import VIEWS, ViewBatches, apply_in_batches, trunk_views
+from ..transfer import VIEWS, ViewBatches, apply_in_batches, dihedral_view, trunk_views
 from .common import config_key, with_overrides
 
 __all__ = [
@@ -198,9 +198,9 @@ class Views:
     """Cached inputs of one role: trunk maps of the V training views (8 for MHIST) and of validation and
     test, and the pooled features of the pretrained top for the head phase."""
 
-    train: Tensor  # (V, N, C', h, w)
-    val: Tensor  # (N_val, C', h, w)
-    test: Tensor
+    train: Tensor | None  # (V, N, C', h, w); None for a network without a trunk (pooled features only)
+    val: Tensor | None  # (N_val, C', h, w)
+    test: Tensor | None
     pooled_train: Tensor  # (V, N, D)
     pooled_val: Tensor
     pooled_test: Tensor
@@ -227,9 +227,14 @@ def role_views(role: str, net: Backbone, dataset: kd_data.MhistData, config: Mhi
 
 def _compute_views(net: Backbone, dataset: kd_data.MhistData, config: MhistConfig, device: torch.device,
                    amp: torch.dtype | None, views: tuple[int, ...] = ALL_VIEWS) -> Views:
-    """The trunk outputs of the training views and of validation and test, and their pooled features."""
-    trunk, top = split_at(net.model, config.split_reduction)
+    """The trunk outputs of the training views and of validation and test, and their pooled features.
+
+    A network that :func:`kdcourse.backbones.split_at` cannot cut (a ViT) gets its pooled features only
+    (its trunk fields are None): it can be trained as a head on them, or fine-tuned whole."""
     layout = hardware.CONV_MEMORY_FORMAT
+    if not splittable(net.model):
+        return _pooled_views(net, dataset, device, amp, views)
+    trunk, top = split_at(net.model, config.split_reduction)
     trunk.to(device)
     top.to(device).eval()
     kwargs = {"device": device, "amp_dtype": amp, "memory_format": layout}
@@ -241,6 +246,19 @@ def _compute_views(net: Backbone, dataset: kd_data.MhistData, config: MhistConfi
         return apply_in_batches(lambda z: top(z, pre_logits=True), maps, batch_size=256, device=device, amp_dtype=amp)
 
     return Views(train, val, test, torch.stack([pooled(v) for v in train]), pooled(val), pooled(test))
+
+
+def _pooled_views(net: Backbone, dataset: kd_data.MhistData, device: torch.device, amp: torch.dtype | None,
+                  views: tuple[int, ...]) -> Views:
+    model = net.model.to(device).eval()
+
+    def pooled(images: Tensor, code: int = 0) -> Tensor:
+        return apply_in_batches(lambda x: model.forward_head(model.forward_features(x), pre_logits=True),
+                                dihedral_view(images, code), batch_size=64, device=device, amp_dtype=amp,
+                                prepare=lambda b: kd_data.normalise_images(b, net.mean, net.std))
+
+    return Views(None, None, None, torch.stack([pooled(dataset.train.x, code) for code in views]),
+                 pooled(dataset.val.x), pooled(dataset.test.x))
 
 
 LossFn = Callable[..., Tensor]

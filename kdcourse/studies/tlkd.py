@@ -44,7 +44,7 @@ from ..effects import Effect, bootstrap_effect, paired_effect
 from ..explain import foreground_share, shap_maps
 from ..losses import check_alpha, check_temperature
 from ..train import FitResult, fit, predict_logits
-from ..transfer import ViewBatches, apply_in_batches, dihedral_view, trunk_views
+from ..transfer import ViewBatches, apply_in_batches, dihedral_view
 from . import mnist_distillation
 from .common import config_key, json_records, with_overrides
 from .mhist import ALL_VIEWS, TwoPhaseRunner, Views, _kd_loss, _labels_loss, role_views
@@ -53,15 +53,16 @@ __all__ = [
     "Pair", "PAIRS", "TlkdConfig", "PROFILES", "config_for", "load_backbones", "load_data", "TlkdOutcome", "run_study",
     "outcome_record",
     "arm_scores", "effects_table", "epochs_to_reach", "speed_table", "sweep_table", "true_positive_change",
-    "Composed", "ForegroundOutcome", "mnist_foreground", "image_foreground", "foreground_effects", "pass_counts",
+    "PreLogits", "OnImages", "ForegroundOutcome", "mnist_foreground", "image_foreground", "foreground_effects", "pass_counts",
     "estimated_seconds",
 ]
 
 
 @dataclass(frozen=True)
 class Pair:
-    """A teacher and a student for one data set; the teacher is either fine-tuned in two phases
-    (``"two_phase"``, the MHIST chapter's teacher) or a head on its frozen features (``"head"``)."""
+    """A teacher and a student for one data set. The teacher is trained as the MHIST chapter trains it
+    (``"two_phase"``: a head on frozen features, then the last stage) or fine-tuned whole like the
+    students of the fine-tuning regime (``"fine_tune"``: a head, then every layer; any timm network)."""
 
     dataset: str
     teacher: str
@@ -72,8 +73,8 @@ class Pair:
 PAIRS: dict[str, Pair] = {
     "mhist_offline": Pair("mhist", "mobilenetv2_100.tflite_in1k", "mobilenetv1_025.tflite_in1k", "two_phase"),
     # the thesis's pair; timm's releases of torchvision's ResNet-18 and an ImageNet-1k-only ViT-B/16
-    "cifar10_thesis": Pair("cifar10", "vit_base_patch16_224.augreg_in1k", "resnet18.tv_in1k", "head"),
-    "cifar10_tiny": Pair("cifar10", "resnet18", "resnet10t", "head"),  # smoke runs: small networks, random weights
+    "cifar10_thesis": Pair("cifar10", "vit_base_patch16_224.augreg_in1k", "resnet18.tv_in1k", "fine_tune"),
+    "cifar10_tiny": Pair("cifar10", "convnext_atto", "resnet10t", "fine_tune"),  # smoke runs: small networks, random weights
 }
 VIEW_CODES = {"mhist": ALL_VIEWS, "cifar10": (0, 4)}  # histology: 8 symmetries; photographs: random horizontal flips
 CLASSES = {"mhist": kd_data.MHIST_CLASSES, "cifar10": kd_data.CIFAR10_CLASSES}
@@ -216,20 +217,15 @@ class OnImages(nn.Module):
         return self.network(kd_data.normalise_images(x, self.mean, self.std).contiguous(memory_format=hardware.CONV_MEMORY_FORMAT))
 
 
-class Composed(nn.Module):
-    """A network from its frozen trunk, its top, and (thesis regime) a head on the top's pooled features:
-    normalised images ``(N, 3, H, W)`` → logits ``(N, K)``. Used to explain and to score occluded images."""
+class PreLogits(nn.Module):
+    """A timm network's pooled features ``(N, D)`` of normalised images ``(N, 3, H, W)`` (its classifier left out)."""
 
-    def __init__(self, trunk: nn.Module, top: nn.Module, head: nn.Module | None = None) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.trunk, self.top, self.head = trunk, top, head
+        self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.on_maps(self.trunk(x))
-
-    def on_maps(self, maps: Tensor) -> Tensor:
-        """Logits from the trunk's outputs ``(N, C', h, w)``."""
-        return self.top(maps) if self.head is None else self.head(self.top(maps, pre_logits=True))
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
 @dataclass
@@ -287,31 +283,30 @@ class _Study:
         self.runner = TwoPhaseRunner(config, dataset, self.views, folder, device, self.amp, names, val_metric="accuracy")
         self.teacher_runner = TwoPhaseRunner(config, dataset, self.views, folder, device, self.amp, names, val_metric="auc"
                                              if self.classes == 2 else "accuracy")  # the MHIST chapter selects its teacher on AUC
-        self.splits = {role: split_at(net.model, config.split_reduction) for role, net in self.nets.items()}
+        self.features = {role: PreLogits(net.model).eval() for role, net in self.nets.items()}  # the frozen pretrained networks
 
     def _logits(self, module: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
         return apply_in_batches(module, inputs, batch_size=256, device=self.device, amp_dtype=self.amp)
 
-    def teacher(self, seed: int) -> tuple[Composed, Tensor, dict[str, float]]:
-        """The teacher of ``seed``: its network on trunk maps, its logits on every training view ``(V, N, K)``, its test scores."""
-        views, y = self.views["teacher"], self.dataset.train.y
-        trunk, top = self.splits["teacher"]
+    def teacher(self, seed: int) -> tuple[nn.Module, Tensor, dict[str, float]]:
+        """The teacher of ``seed``: its network (normalised images → logits), its logits on every training view
+        ``(V, N, K)`` and its test scores."""
         if self.pair.teacher_recipe == "two_phase":
             trained = self.teacher_runner.two_phase("teacher", seed, "teacher", keep_train_logits=True)
-            network = Composed(trunk, trained.top)
-            train_logits, test_logits = trained.train_logits, trained.test_logits
+            trunk, _ = split_at(self.nets["teacher"].model, self.config.split_reduction)
+            network, train_logits, test_logits = nn.Sequential(trunk, trained.top), trained.train_logits, trained.test_logits
         else:
-            head, _ = self._thesis_head("teacher", seed, "teacher", _labels_loss, views.pooled_train, y)
-            network = Composed(trunk, top, head)
-            train_logits = torch.stack([self._logits(head, v) for v in views.pooled_train])
-            test_logits = self._logits(head, views.pooled_test)
+            network, test_logits, _, _ = self._fine_tuned("teacher", seed, "teacher", _labels_loss, None)
+            on_images = OnImages(network, self.nets["teacher"].mean, self.nets["teacher"].std)
+            train_logits = torch.stack([predict_logits(on_images, self._image_batches(view), device=self.device, amp_dtype=self.amp)
+                                        for view in self.image_views])
         return network.eval(), train_logits, _scores(test_logits, self.dataset.test.y)
 
     def _thesis_head(self, role: str, seed: int, name: str, loss_fn: Callable[..., Tensor], pooled: Tensor, targets: Tensor,
                      soft: Tensor | None = None) -> tuple[nn.Module, FitResult]:
         """A new head on pooled features ``(V, n, D)`` trained with the thesis's recipe."""
         config, views = self.config, self.views[role]
-        model, _ = self.runner.fresh(role, seed, self.classes)
+        model = self._fresh_whole(role, seed)
         head = pooled_head(model)
         extras = () if soft is None else (soft,)
         result = fit(head, ViewBatches(pooled, targets, *extras, batch_size=config.batch_size, seed=seed), loss_fn,
@@ -329,29 +324,29 @@ class _Study:
 
         ``pooled``/``targets``/``subset`` replace the training features, labels and images (the sweeps)."""
         views = self.views["student"]
-        trunk, top = self.splits["student"]
         if regime == "finetune":
-            return self._fine_tuned(seed, name, loss_fn, soft)
+            return self._fine_tuned("student", seed, name, loss_fn, soft)
         pooled = views.pooled_train if pooled is None else pooled
         targets = self.dataset.train.y if targets is None else targets
         if subset is not None:
             pooled, targets, soft = pooled[:, subset], targets[subset], None if soft is None else soft[:, subset]
         head, result = self._thesis_head("student", seed, name, loss_fn, pooled, targets, soft)
-        return Composed(trunk, top, head).eval(), self._logits(head, views.pooled_test), [h["val_accuracy"] for h in result.history], result
+        network = nn.Sequential(self.features["student"], head).eval()
+        return network, self._logits(head, views.pooled_test), [h["val_accuracy"] for h in result.history], result
 
     def _image_batches(self, images: Tensor) -> kd_data.TensorBatches:
         return kd_data.TensorBatches(images, batch_size=4 * self.config.batch_size, shuffle=False)
 
-    def _fine_tuned(self, seed: int, name: str, loss_fn: Callable[..., Tensor], soft: Tensor | None,
+    def _fine_tuned(self, role: str, seed: int, name: str, loss_fn: Callable[..., Tensor], soft: Tensor | None,
                     ) -> tuple[nn.Module, Tensor, list[float], FitResult]:
         """The fine-tuning regime: a new head on the frozen network's pooled features (AdamW), then every
         layer on augmented images (AdamW at ``finetune_lr``, cosine schedule; pretrained BatchNorm stays
         frozen). Both phases draw the same views of the same images in the same order."""
-        config, views, y = self.config, self.views["student"], self.dataset.train.y
-        net = self.nets["student"]
+        config, views, y = self.config, self.views[role], self.dataset.train.y
+        net = self.nets[role]
         extras = () if soft is None else (soft,)
         common = {"seed": seed, "device": self.device, "amp_dtype": self.amp, "val_metric": "accuracy"}
-        model, _ = self.runner.fresh("student", seed, self.classes)
+        model = self._fresh_whole(role, seed)
         head_fit = fit(pooled_head(model), ViewBatches(views.pooled_train, y, *extras, batch_size=config.batch_size, seed=seed),
                        loss_fn, epochs=config.head_epochs, lr=config.head_lr, val_data=(views.pooled_val, self.dataset.val.y),
                        checkpoint=self.folder / f"seed{seed}_finetune_{name}_head.ckpt", description=f"finetune_{name} head",
@@ -368,19 +363,31 @@ class _Study:
                                    best_epoch=len(head_fit.history) + result.best_epoch)  # epochs and seconds of both phases
         return model.eval(), test, [h["val_accuracy"] for h in both.history], both
 
+    def _fresh_whole(self, role: str, seed: int) -> nn.Module:
+        """A new network of ``role`` with its head initialised from ``seed`` and everything but the head frozen."""
+        torch.manual_seed(seed)
+        model = backbone(self.nets[role].name, self.classes, weights="imagenet" if self.config.pretrained else None).model
+        set_trainable(model, False)
+        set_trainable(model.get_classifier(), True)
+        return model
+
     @functools.cached_property
     def image_views(self) -> Tensor:
         """Every training image in each of the augmentation's views, uint8 ``(V, N, 3, H, W)`` (computed once)."""
         return torch.stack([dihedral_view(self.dataset.train.x, code) for code in self.codes])
 
-    def occluded(self, teacher: Composed, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Student pooled features ``(V, n, D)`` and teacher logits ``(V, n, K)`` of every view of ``images``."""
+    def occluded(self, teacher: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Student pooled features ``(V, n, D)`` (of its frozen pretrained network) and teacher logits ``(V, n, K)``
+        on every view of uint8 ``images``, computed batch by batch."""
         out = []
-        for role, fn in (("student", lambda z: self.splits["student"][1](z, pre_logits=True)), ("teacher", teacher.on_maps)):
-            net, (trunk, _) = self.nets[role], self.splits[role]
-            maps = trunk_views(trunk, images, net.mean, net.std, views=self.codes, device=self.device, amp_dtype=self.amp,
-                               memory_format=hardware.CONV_MEMORY_FORMAT)
-            out.append(torch.stack([self._logits(fn, m) for m in maps]))
+        for role, module in (("student", self.features["student"]), ("teacher", teacher)):
+            net = self.nets[role]
+
+            def prepare(batch: Tensor, net: Backbone = net) -> Tensor:
+                return kd_data.normalise_images(batch, net.mean, net.std).contiguous(memory_format=hardware.CONV_MEMORY_FORMAT)
+
+            out.append(torch.stack([apply_in_batches(module, dihedral_view(images, code), batch_size=64, device=self.device,
+                                                     amp_dtype=self.amp, prepare=prepare) for code in self.codes]))
         return out[0], out[1]
 
 
@@ -388,7 +395,7 @@ def _grid_name(temperature: float, alpha: float) -> str:
     return f"kd_T{temperature:g}_a{alpha:g}"
 
 
-def _sweep_training(study: _Study, teacher: Composed, teacher_logits: Tensor, sweep: str, level: float, seed: int,
+def _sweep_training(study: _Study, teacher: nn.Module, teacher_logits: Tensor, sweep: str, level: float, seed: int,
                     stream: int) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """(pooled, targets, soft, subset) of one sweep level; None keeps the clean value."""
     config, train = study.config, study.dataset.train
@@ -422,7 +429,7 @@ def run_study(config: TlkdConfig, dataset: kd_data.MhistData | kd_data.Cifar10Da
     runs, history, grid_rows, sweep_rows, teacher_rows = [], [], [], [], []
     confusion: dict[str, dict[str, dict[int, list[list[int]]]]] = {}
     models: dict[str, dict[str, dict[int, nn.Module]]] = {}
-    teachers: dict[int, tuple[Composed, Tensor]] = {}
+    teachers: dict[int, tuple[nn.Module, Tensor]] = {}
     trained: dict[tuple[str, int, str], tuple[nn.Module, Tensor, list[float], FitResult]] = {}
 
     def keep(regime: str, arm: str, seed: int, outcome: tuple[nn.Module, Tensor, list[float], FitResult]) -> None:
@@ -489,7 +496,7 @@ def outcome_record(outcome: TlkdOutcome) -> dict:
     config = {key: list(value) if isinstance(value, tuple) else value for key, value in vars(outcome.config).items()}
     config["sweeps"] = [[sweep, list(levels)] for sweep, levels in outcome.config.sweeps]
     return {
-        "config": config, "data_counts": outcome.data_counts, "weights": outcome.weights, "chosen": outcome.chosen,
+        "config": config, "classes": list(CLASSES[outcome.config.dataset]), "data_counts": outcome.data_counts, "weights": outcome.weights, "chosen": outcome.chosen,
         "runs": json_records(outcome.runs), "history": json_records(outcome.history), "grid": json_records(outcome.grid),
         "sweeps": json_records(outcome.sweeps), "teachers": json_records(outcome.teachers),
         "confusion": {regime: {arm: {str(seed): matrix for seed, matrix in by_seed.items()} for arm, by_seed in arms.items()}
