@@ -148,3 +148,56 @@ def test_full_profile_stops_clearly_without_cifar10_or_weights(tmp_path, monkeyp
 def test_impossible_settings_are_refused(bad, tmp_path):
     with pytest.raises(ValueError):
         tlkd.run_study(tlkd.config_for("smoke", **bad), None, run_root=tmp_path)
+
+
+def test_outcome_record_is_json_and_keeps_every_table(outcomes):
+    import json
+
+    first, _ = outcomes
+    record = json.loads(json.dumps(tlkd.outcome_record(first)))
+    assert record["classes"] == list(data.CIFAR10_CLASSES)
+    runs = pd.DataFrame(record["runs"])
+    assert len(runs) == len(first.runs) and set(first.runs.columns) <= set(runs.columns)
+    assert set(record["confusion"]["thesis"]["tl"]) == {"0", "7"}
+    assert record["config"]["sweeps"][0][0] == "fraction"
+
+
+def test_pass_counts_follow_the_configuration():
+    config = tlkd.config_for("full")
+    counts = tlkd.pass_counts(config, train=100, val=10, test=20, shap_images=5, shap_samples=4).set_index(["stage", "network"])
+    assert counts.loc[("cached views", "teacher"), "images"] == 2 * 100 + 10 + 20  # two views: an image and its mirror image
+    grid = len(config.temperatures) * len(config.alphas)
+    assert counts.loc[("fine-tuning regime (students)", "student"), "images"] == 3 * (1 + grid) * config.finetune_epochs * 100
+    occluded = 0.25 + 0.5 + 0.95 + 0.25 + 0.5 + 1.0
+    assert counts.loc[("occluded views of the sweeps", "teacher"), "images"] == round(3 * occluded * 2 * 100)
+    rates = {"teacher forward": 10.0, "teacher forward+backward": 5.0, "student forward": 20.0, "student forward+backward": 10.0}
+    seconds = tlkd.estimated_seconds(counts.reset_index(), rates).set_index(["stage", "network"]).seconds
+    assert seconds[("cached views", "teacher")] == pytest.approx(230 / 10.0)
+    with pytest.raises(ValueError, match="no measured rate"):
+        tlkd.estimated_seconds(counts.reset_index(), {"teacher forward": 1.0})
+
+
+def test_throughput_counts_images_per_second():
+    from kdcourse.profiling import throughput
+
+    slow = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 512), torch.nn.Linear(512, 10))
+    forward = throughput(slow, (3, 8, 8), batch_size=4, repeats=3)
+    both = throughput(slow, (3, 8, 8), batch_size=4, repeats=3, backward=True)
+    assert forward > 0 and both > 0
+    assert all(p.grad is None for p in slow.parameters())  # gradients are dropped after each step
+    with pytest.raises(ValueError):
+        throughput(slow, (3, 8, 8), batch_size=0)
+
+
+def test_image_foreground_scores_every_model_seed_and_image(outcomes, generated):
+    first, _ = outcomes
+    from kdcourse.explain import grabcut_foreground
+
+    images = generated.test.x[:3]
+    masks = np.stack([grabcut_foreground(image) for image in images])
+    assert masks[:, 8:24, 8:24].mean() > masks.mean()  # the generated object is the centred square
+    net = tlkd.load_backbones(first.config)["student"]
+    shares = tlkd.image_foreground({arm: first.models["thesis"][arm] for arm in ("tl", "tlkd_thesis")}, images, masks,
+                                   generated.train.x[:5], net.mean, net.std, samples=8)
+    assert len(shares) == 2 * 2 * 3 and shares.share.between(0, 1).all()
+    assert np.allclose(shares.groupby("image").stroke.first().to_numpy(), masks.reshape(3, -1).mean(1))

@@ -98,7 +98,7 @@ class TlkdConfig:
     data: str = "real"  # "real", or "generated" for a smoke run on generated files in the real format (said so)
     split_reduction: int = 16
     batch_size: int = 64
-    # the fine-tuning regime (and the two-phase teacher): the MHIST chapter's recipe
+    # the fine-tuning regime: head phase, then every layer (the two-phase teacher: then its last stage)
     head_epochs: int = 30
     head_lr: float = 1e-3
     finetune_epochs: int = 10
