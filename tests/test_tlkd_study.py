@@ -90,6 +90,10 @@ def test_occlusion_sweeps_replace_exactly_the_occluded_images(generated, tmp_pat
     assert targets is None and subset is None
     assert int(changed.sum()) == round(0.25 * len(generated.train))
     assert torch.equal((soft != logits).flatten(2).any(-1).any(0), changed)  # the teacher sees the same occluded images
+    # the occluded views are computed once: a second call reads them back
+    study.occluded = lambda *_: pytest.fail("occluded views computed again")
+    again, _, soft_again, _ = tlkd._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
+    assert torch.equal(again, pooled) and torch.equal(soft_again, soft)
     _, noisy, _, _ = tlkd._sweep_training(study, teacher, logits, "label_noise", 0.2, 0, 1)
     assert int((noisy != generated.train.y).sum()) == round(0.2 * len(generated.train))
     *_, subset = tlkd._sweep_training(study, teacher, logits, "fraction", 0.5, 0, 2)

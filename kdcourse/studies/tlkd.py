@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .. import corruptions, hardware, metrics, paths
+from .. import checkpoints, corruptions, hardware, metrics, paths
 from .. import data as kd_data
 from ..backbones import Backbone, backbone, pooled_head, set_trainable, split_at
 from ..effects import Effect, bootstrap_effect, paired_effect
@@ -411,8 +411,13 @@ def _sweep_training(study: _Study, teacher: nn.Module, teacher_logits: Tensor, s
         occlusion = corruptions.quarter_black
     images, chosen = corruptions.corrupt_fraction(train.x, level, occlusion, generator)
     pooled, soft = study.views["student"].pooled_train.clone(), teacher_logits.clone()
-    if len(chosen):
-        pooled[:, chosen], soft[:, chosen] = study.occluded(teacher, images[chosen])
+    if len(chosen):  # computed once, then read back (a resumed or re-rendered run does not pay for it again)
+        occluded = images[chosen]
+        key = {"teacher": checkpoints.module_fingerprint(teacher), "images": checkpoints.tensor_fingerprint(occluded),
+               "student": checkpoints.module_fingerprint(study.features["student"])}
+        values = checkpoints.cached(study.folder / "occluded" / f"seed{seed}_{sweep}{level:g}.pt", key,
+                                    lambda: dict(zip(("pooled", "soft"), study.occluded(teacher, occluded), strict=True)))
+        pooled[:, chosen], soft[:, chosen] = values["pooled"], values["soft"]
     return pooled, None, soft, None
 
 
