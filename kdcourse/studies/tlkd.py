@@ -238,7 +238,8 @@ class TlkdOutcome:
     class). ``history``: one row per (regime, arm, seed, epoch) with ``val_accuracy`` (the fine-tuning
     regime counts the head's epochs first). ``grid``: per (regime, seed, T, α) ``val_accuracy``;
     ``chosen``: per regime the (T, α) of the best mean. ``sweeps``: per (sweep, level, arm, seed) the
-    test ``accuracy`` and ``f1`` and ``val_accuracy``. ``teachers``: per seed the teacher's test scores.
+    test ``accuracy`` and ``f1`` and ``val_accuracy`` (``tlkd_chosen`` only where the thesis regime chose
+    another (T, α) than the thesis's). ``teachers``: per seed the teacher's test scores.
     ``models``: the networks per regime, arm and seed (on normalised images), for explanations.
     """
 
@@ -474,8 +475,8 @@ def run_study(config: TlkdConfig, dataset: kd_data.MhistData | kd_data.Cifar10Da
 
     start = time.perf_counter()
     kd_points = {"tlkd_thesis": tuple(config.thesis_kd)}
-    if config.sweeps:
-        kd_points["tlkd_chosen"] = (chosen["thesis"]["temperature"], chosen["thesis"]["alpha"])
+    if config.sweeps and (best := (chosen["thesis"]["temperature"], chosen["thesis"]["alpha"])) != kd_points["tlkd_thesis"]:
+        kd_points["tlkd_chosen"] = best  # only when validation chose another (T, α) than the thesis's
     for seed in config.seeds:
         teacher, teacher_logits = teachers[seed]
         for stream, (sweep, levels) in enumerate(config.sweeps):
