@@ -205,5 +205,11 @@ def test_image_foreground_scores_every_model_seed_and_image(outcomes, generated)
     net = tlkd.load_backbones(first.config)["student"]
     shares = tlkd.image_foreground({arm: first.models["thesis"][arm] for arm in ("tl", "tlkd_thesis")}, images, masks,
                                    generated.train.x[:5], net.mean, net.std, samples=8)
-    assert len(shares) == 2 * 2 * 3 and shares.share.between(0, 1).all()
-    assert np.allclose(shares.groupby("image").stroke.first().to_numpy(), masks.reshape(3, -1).mean(1))
+    area = masks.reshape(3, -1).mean(1)
+    scored = np.flatnonzero((area > 0) & (area < 1))  # an empty or full mask says nothing and is left out
+    assert len(shares) == 2 * 2 * len(scored) and shares.share.between(0, 1).all()
+    assert sorted(shares.image.unique()) == scored.tolist()
+    assert np.allclose(shares.groupby("image").stroke.first().to_numpy(), area[scored])
+    with pytest.raises(ValueError, match="every mask"):
+        tlkd.image_foreground({"tl": first.models["thesis"]["tl"]}, images, np.zeros_like(masks), generated.train.x[:5],
+                              net.mean, net.std, samples=8)

@@ -640,16 +640,22 @@ def image_foreground(models: dict[str, dict[int, nn.Module]], images: Tensor, ma
 
     ``models`` maps a name (e.g. an arm) to its network per seed (normalised images → logits); ``images`` and
     ``background`` are uint8 ``(N, 3, H, W)``. One row per (seed, model, image): ``share`` and ``stroke``
-    (here the mask's share of the image, the score of an evenly spread map), as :func:`mnist_foreground`."""
-    x = kd_data.normalise_images(images, mean, std)
-    reference = kd_data.normalise_images(background, mean, std)
+    (here the mask's share of the image, the score of an evenly spread map), as :func:`mnist_foreground`.
+    Images whose mask is empty or covers everything (GrabCut found no object) say nothing about where a
+    map points and are left out; ``image`` keeps their index in ``images``."""
     area = masks.reshape(len(masks), -1).mean(1)
+    kept = np.flatnonzero((area > 0) & (area < 1))
+    if len(kept) == 0:
+        raise ValueError("every mask is empty or full: no image has a foreground to score")
+    x = kd_data.normalise_images(images[torch.from_numpy(kept)], mean, std)
+    reference = kd_data.normalise_images(background, mean, std)
+    masks, area = masks[kept], area[kept]
     rows = []
     for name, by_seed in models.items():
         for seed, model in by_seed.items():
             maps = shap_maps(model.float(), x, reference, samples=samples, seed=int(seed))
-            rows.extend({"seed": int(seed), "model": name, "image": i, "share": foreground_share(m, k), "stroke": float(a)}
-                        for i, (m, k, a) in enumerate(zip(maps, masks, area, strict=True)))
+            rows.extend({"seed": int(seed), "model": name, "image": int(i), "share": foreground_share(m, k), "stroke": float(a)}
+                        for i, m, k, a in zip(kept, maps, masks, area, strict=True))
     return pd.DataFrame(rows)
 
 
