@@ -47,7 +47,7 @@ from ..train import FitResult, fit, predict_logits
 from ..transfer import ViewBatches, apply_in_batches, dihedral_view
 from . import mnist_distillation
 from .common import config_key, json_records, with_overrides
-from .mhist import ALL_VIEWS, TwoPhaseRunner, Views, _kd_loss, _labels_loss, role_views
+from .mhist import ALL_VIEWS, TwoPhaseRunner, _kd_loss, _labels_loss, role_views
 
 __all__ = [
     "Pair", "PAIRS", "TlkdConfig", "PROFILES", "config_for", "load_backbones", "load_data", "TlkdOutcome", "run_study",
@@ -281,7 +281,6 @@ class _Study:
                       for role, net in self.nets.items()}
         self.cache_seconds = time.perf_counter() - start
         names = {"teacher": self.pair.teacher, "student": self.pair.student}
-        self.runner = TwoPhaseRunner(config, dataset, self.views, folder, device, self.amp, names, val_metric="accuracy")
         self.teacher_runner = TwoPhaseRunner(config, dataset, self.views, folder, device, self.amp, names, val_metric="auc"
                                              if self.classes == 2 else "accuracy")  # the MHIST chapter selects its teacher on AUC
         self.features = {role: PreLogits(net.model).eval() for role, net in self.nets.items()}  # the frozen pretrained networks
