@@ -320,12 +320,13 @@ class _Study:
     def student(self, regime: str, seed: int, name: str, loss_fn: Callable[..., Tensor], soft: Tensor | None,
                 pooled: Tensor | None = None, targets: Tensor | None = None, subset: Tensor | None = None,
                 ) -> tuple[nn.Module, Tensor, list[float], FitResult]:
-        """A student of ``regime``; returns its network, test logits, validation accuracy per epoch and fit.
+        """A student of ``regime``; returns its network, test logits, validation accuracy per epoch and fit
+        (whose ``best_val_score`` is the validation accuracy of the returned network).
 
         ``pooled``/``targets``/``subset`` replace the training features, labels and images (the sweeps)."""
-        views = self.views["student"]
         if regime == "finetune":
             return self._fine_tuned("student", seed, name, loss_fn, soft)
+        views = self.views["student"]
         pooled = views.pooled_train if pooled is None else pooled
         targets = self.dataset.train.y if targets is None else targets
         if subset is not None:
@@ -381,13 +382,9 @@ class _Study:
         on every view of uint8 ``images``, computed batch by batch."""
         out = []
         for role, module in (("student", self.features["student"]), ("teacher", teacher)):
-            net = self.nets[role]
-
-            def prepare(batch: Tensor, net: Backbone = net) -> Tensor:
-                return kd_data.normalise_images(batch, net.mean, net.std).contiguous(memory_format=hardware.CONV_MEMORY_FORMAT)
-
-            out.append(torch.stack([apply_in_batches(module, dihedral_view(images, code), batch_size=64, device=self.device,
-                                                     amp_dtype=self.amp, prepare=prepare) for code in self.codes]))
+            on_images = OnImages(module, self.nets[role].mean, self.nets[role].std)
+            out.append(torch.stack([apply_in_batches(on_images, dihedral_view(images, code), batch_size=64, device=self.device,
+                                                     amp_dtype=self.amp) for code in self.codes]))
         return out[0], out[1]
 
 
@@ -439,7 +436,7 @@ def run_study(config: TlkdConfig, dataset: kd_data.MhistData | kd_data.Cifar10Da
 
     def keep(regime: str, arm: str, seed: int, outcome: tuple[nn.Module, Tensor, list[float], FitResult]) -> None:
         network, logits, curve, result = outcome
-        runs.append({"regime": regime, "arm": arm, "seed": seed, "val_accuracy": max(curve), **_scores(logits, labels),
+        runs.append({"regime": regime, "arm": arm, "seed": seed, "val_accuracy": result.best_val_score, **_scores(logits, labels),
                      "best_epoch": result.best_epoch, "epochs": len(curve), "train_seconds": result.train_seconds})
         history.extend({"regime": regime, "arm": arm, "seed": seed, "epoch": epoch, "val_accuracy": value}
                        for epoch, value in enumerate(curve, 1))
@@ -460,7 +457,7 @@ def run_study(config: TlkdConfig, dataset: kd_data.MhistData | kd_data.Cifar10Da
                 outcome = study.student(regime, seed, _grid_name(temperature, alpha), _kd_loss(temperature, alpha), teacher_logits)
                 trained[(regime, seed, _grid_name(temperature, alpha))] = outcome
                 grid_rows.append({"regime": regime, "seed": seed, "temperature": temperature, "alpha": alpha,
-                                  "val_accuracy": max(outcome[2])})
+                                  "val_accuracy": outcome[3].best_val_score})
     grid = pd.DataFrame(grid_rows)
     chosen = {}
     for regime in config.regimes:
@@ -486,9 +483,9 @@ def run_study(config: TlkdConfig, dataset: kd_data.MhistData | kd_data.Cifar10Da
                 arms = {"tl": (_labels_loss, None)} | {arm: (_kd_loss(t, a), soft) for arm, (t, a) in kd_points.items()}
                 for arm, (loss_fn, extra) in arms.items():
                     name = f"{sweep}{level:g}_{arm if arm == 'tl' else _grid_name(*kd_points[arm])}"
-                    _, logits, curve, _ = study.student("thesis", seed, name, loss_fn, extra, pooled, targets, subset)
+                    _, logits, _, result = study.student("thesis", seed, name, loss_fn, extra, pooled, targets, subset)
                     scores = _scores(logits, labels)
-                    sweep_rows.append({"sweep": sweep, "level": level, "arm": arm, "seed": seed, "val_accuracy": max(curve),
+                    sweep_rows.append({"sweep": sweep, "level": level, "arm": arm, "seed": seed, "val_accuracy": result.best_val_score,
                                        "accuracy": scores["accuracy"], "f1": scores["f1"]})
     counts = {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)}
     return TlkdOutcome(config, pd.DataFrame(runs), confusion, pd.DataFrame(history), grid, chosen, pd.DataFrame(sweep_rows),
