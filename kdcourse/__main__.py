@@ -2,6 +2,6 @@
 
 import sys
 
-from kdcourse.cli import main
+from kdcourse.course.cli import main
 
 sys.exit(main())

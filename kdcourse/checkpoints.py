@@ -2,7 +2,7 @@
 
 A checkpoint is only worth resuming if it belongs to the run being asked for, and a cache is only
 worth reading if it was computed from the same network and inputs. This module gives the pieces
-that :func:`kdcourse.train.fit` and the caches of :mod:`kdcourse.distill` use for that:
+that :func:`kdcourse.train.fit` and the caches of :mod:`kdcourse.kd.teachers` use for that:
 
 * :func:`tensor_fingerprint`, :func:`module_fingerprint` and :func:`describe_callable` turn data,
   weights and a loss function into short strings that change when they change;

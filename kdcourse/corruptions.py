@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .data import stratified_split
+from kdcourse.data import stratified_split
 
 __all__ = ["training_fraction", "noisy_labels", "center_black", "quarter_black", "corrupt_fraction"]
 

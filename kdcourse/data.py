@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import checkpoints
-from .paths import DATA_ENV, data_root
+from kdcourse import checkpoints
+from kdcourse.paths import DATA_ENV, data_root
 
 __all__ = [
     "MissingDataError",

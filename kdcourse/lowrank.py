@@ -147,7 +147,7 @@ def replace_first_linear(model: nn.Module, rank: int) -> nn.Module:
 def linear_macs(in_features: int, out_features: int, rank: int | None = None) -> int:
     """Multiply-accumulates per sample of a dense layer: ``in · out``, or ``rank · (in + out)`` when factorised.
 
-    Bias additions are not counted (ptflops, :func:`kdcourse.profiling.count_macs`, adds ``out`` for them).
+    Bias additions are not counted (ptflops, :func:`kdcourse.costs.count_macs`, adds ``out`` for them).
     Factorising saves MACs only when ``rank < in · out / (in + out)``.
     """
     if in_features < 1 or out_features < 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .backbones import Backbone, backbone
+from kdcourse.backbones import Backbone, backbone
 
 __all__ = [
     "backbone",
@@ -61,7 +61,7 @@ def mnist_teacher(dropout: float = 0.5) -> nn.Sequential:
     → dropout → dense(128) → dropout → dense(10). Input ``(N, 1, 28, 28)``, output logits ``(N, 10)``.
     The dropout layers are :class:`ByteMaskDropout` (``dropout`` a multiple of 1/256).
     About 10.9 M multiply-accumulates (MACs) per image in its convolutions and dense layers;
-    ptflops (:func:`kdcourse.profiling.count_macs`) reports 11.2 M, as it also counts bias
+    ptflops (:func:`kdcourse.costs.count_macs`) reports 11.2 M, as it also counts bias
     additions, ReLUs and pooling.
     """
     return nn.Sequential(

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdcourse import checkpoints, results
+from kdcourse import checkpoints, provenance
+
 from kdcourse.metrics import roc_auc
 
 __all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "run_identity", "METRICS"]
@@ -96,7 +97,7 @@ def evaluate(
     :data:`METRICS`, e.g. ``"auc"``) of ``model`` on ``(x, y)``.
 
     ``x`` is an input tensor or an iterable of batches (see :func:`predict_logits`). For a stacked
-    model returning ``(G, N, C)`` logits (see :class:`kdcourse.distill.StackedMLP`) the values are
+    model returning ``(G, N, C)`` logits (see :class:`kdcourse.kd.stacked.StackedMLP`) the values are
     lists with one entry per member. ``class_logits`` maps the model's outputs to the class logits
     that ``y`` refers to (e.g. log-sum-exp over subclasses); default: identity.
     """
@@ -129,7 +130,7 @@ class FitResult:
     selected on and ``best_val_score`` is its best value. For a stacked model the validation values,
     ``best_epoch`` and ``best_val_score`` are lists with one entry per member.
     ``sessions`` has one dict per process that trained epochs of the run: ``commit`` (see
-    :func:`kdcourse.results.code_commit`), ``device``, ``started``/``ended`` (UTC), ``epochs`` and
+    :func:`kdcourse.provenance.code_commit`), ``device``, ``started``/``ended`` (UTC), ``epochs`` and
     ``seconds``, so that a resumed run still names the code that trained it.
     """
 
@@ -325,7 +326,7 @@ def fit(
             if result.finished:
                 if restore_best and best_state is not None:
                     model.load_state_dict(best_state)
-                results.note_training(str(path), result.sessions)
+                provenance.note_training(str(path), result.sessions)
                 return result
 
         show = progress_enabled() if progress is None else progress
@@ -337,8 +338,8 @@ def fit(
         session: dict | None = None
         for epoch in range(len(result.history), epochs):
             if session is None:
-                session = {"commit": results.code_commit(), "device": results.device_description(),
-                           "started": results.utc_now(), "ended": None, "epochs": 0, "seconds": 0.0}
+                session = {"commit": provenance.code_commit(), "device": provenance.device_description(),
+                           "started": provenance.utc_now(), "ended": None, "epochs": 0, "seconds": 0.0}
                 result.sessions.append(session)
             start = time.perf_counter()
             model.train()
@@ -388,7 +389,7 @@ def fit(
                 result.best_epoch = epoch + 1
             record["seconds"] = time.perf_counter() - start
             result.history.append(record)
-            session.update(ended=results.utc_now(), epochs=session["epochs"] + 1,
+            session.update(ended=provenance.utc_now(), epochs=session["epochs"] + 1,
                            seconds=round(session["seconds"] + record["seconds"], 3))
             stop = early_stopping_patience is not None and stale_epochs >= early_stopping_patience
             result.stopped_early = stop
@@ -419,5 +420,5 @@ def fit(
             bar.close()
         if restore_best and best_state is not None:
             model.load_state_dict(best_state)
-        results.note_training(str(path) if path is not None else f"unsaved-{id(result)}", result.sessions)
+        provenance.note_training(str(path) if path is not None else f"unsaved-{id(result)}", result.sessions)
         return result

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from . import checkpoints
-from .data import normalise_images
+from kdcourse import checkpoints
+from kdcourse.data import normalise_images
 
 __all__ = ["VIEWS", "dihedral_view", "trunk_views", "apply_in_batches", "ViewBatches"]
 

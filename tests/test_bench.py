@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdcourse import bench
+from kdcourse.course import bench
 
 
 def test_benchmark_reports_positive_times_for_every_configuration() -> None:

@@ -1,4 +1,4 @@
-"""Tests of kdcourse.book: finding, converting and executing chapters, and staging the build."""
+"""Tests of kdcourse.course.book: finding, converting and executing chapters, and staging the build."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kdcourse import book
+from kdcourse.course import book
 
 FRONT_MATTER = """---
 jupytext:
@@ -113,7 +113,7 @@ def test_build_html_refuses_without_executed_notebooks(repo: Path, tmp_path: Pat
 def test_cli_reports_errors_without_a_traceback(
     repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kdcourse.cli import main
+    from kdcourse.course.cli import main
 
     monkeypatch.chdir(repo)
     assert main(["build-html"]) == 1
@@ -130,11 +130,11 @@ def test_staged_links_to_notebook_chapters_point_at_the_notebooks(tmp_path: Path
 
 
 def test_cli_passes_parameters_to_the_chapters(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kdcourse.cli import main
+    from kdcourse.course.cli import main
 
     (repo / "book" / "b.md").write_text(
         FRONT_MATTER + "\n# B\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nPROFILE = None\nEXTRA = None\nSEEDS = None\n```\n"
-        "\n```{code-cell} ipython3\nfrom pathlib import Path\nfrom kdcourse.profiles import resolve_profile\n"
+        "\n```{code-cell} ipython3\nfrom pathlib import Path\nfrom kdcourse.course.profiles import resolve_profile\n"
         "Path('params.txt').write_text(repr((resolve_profile(PROFILE), EXTRA, SEEDS)))\n```\n"
     )
     monkeypatch.chdir(repo)
@@ -147,7 +147,7 @@ def test_executed_notebooks_have_one_parameters_cell(repo: Path, tmp_path: Path,
 
     (repo / "book" / "b.md").write_text(
         FRONT_MATTER + "\n# B\n\nIntro.\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nPROFILE = None  # or 'full'\nEXTRA = None\n```\n"
-        "\n```{code-cell} ipython3\nfrom kdcourse.profiles import resolve_profile\nprint(resolve_profile(PROFILE), EXTRA)\n```\n"
+        "\n```{code-cell} ipython3\nfrom kdcourse.course.profiles import resolve_profile\nprint(resolve_profile(PROFILE), EXTRA)\n```\n"
     )
     book.execute_chapters(["b"], out_dir=tmp_path / "out", root=repo, parameters={"EXTRA": 3})
     nb = nbformat.read(tmp_path / "out" / "b.ipynb", as_version=4)
@@ -179,7 +179,7 @@ def test_smoke_notice_goes_under_the_title_of_smoke_pages_only() -> None:
 
 @pytest.mark.parametrize("bad", ["EXTRA", "PROFILE='full'", "EXTRA=not a literal", "1X=2"])
 def test_cli_rejects_malformed_parameters(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from kdcourse.cli import main
+    from kdcourse.course.cli import main
 
     with pytest.raises(SystemExit):
         main(["execute", "b", "-p", bad])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcourse import checkpoints
-from kdcourse.losses import distillation_loss
+from kdcourse.kd.hinton import distillation_loss
 
 
 def test_a_tensor_fingerprint_follows_values_dtype_shape_and_in_place_changes() -> None:

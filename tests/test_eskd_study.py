@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from kdcourse.data import load_mnist
-from kdcourse.effects import paired_effect
+from kdcourse.stats import paired_effect
 from kdcourse.studies import mnist_eskd
 
 SEEDS = (0, 1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdcourse import findings, results
+from kdcourse.course import findings, results
 from kdcourse.studies.common import json_records
 
 
@@ -61,4 +61,4 @@ def test_every_finished_chapter_has_its_recorded_results() -> None:
         payload = json.loads((book / "results" / "full" / f"{chapter}.json").read_text())
         assert payload["provenance"]["profile"] == "full" and len(payload["provenance"]["seeds"]) >= 3
         text = (book / f"{chapter}.md").read_text()
-        assert "findings.frame(" in text or "findings.value(" in text, f"{chapter} does not draw its findings through kdcourse.findings"
+        assert "findings.frame(" in text or "findings.value(" in text, f"{chapter} does not draw its findings through kdcourse.course.findings"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcourse.losses import distillation_loss
+from kdcourse.kd.hinton import distillation_loss
 from kdcourse.lowrank import (
     factorise_linear,
     first_linear,
@@ -20,7 +20,7 @@ from kdcourse.lowrank import (
     singular_values,
 )
 from kdcourse.models import mlp
-from kdcourse.profiling import count_macs
+from kdcourse.costs import count_macs
 
 
 def random_matrix(rows: int, cols: int, seed: int = 0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests of kdcourse.models and kdcourse.profiling: architectures, parameter counts and costs."""
+"""Tests of kdcourse.models and kdcourse.costs: architectures, parameter counts and costs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from kdcourse import models
-from kdcourse.profiling import count_macs, profile_model
+from kdcourse.costs import count_macs, profile_model
 
 MNIST_SHAPE = (1, 28, 28)
 

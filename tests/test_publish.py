@@ -1,4 +1,4 @@
-"""Tests of kdcourse.publish: the notebooks behind the launch buttons, and the buttons of a built site."""
+"""Tests of kdcourse.course.publish: the notebooks behind the launch buttons, and the buttons of a built site."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdcourse import book
-from kdcourse.publish import INSTALL_TAG, NOTEBOOKS_BRANCH, export_notebooks, launch_targets
+from kdcourse.course import book
+from kdcourse.course.publish import INSTALL_TAG, NOTEBOOKS_BRANCH, export_notebooks, launch_targets
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of kdcourse.results: result files with their provenance."""
+"""Tests of kdcourse.course.results: result files with their provenance."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kdcourse.results import list_results, load_results, results_dir, save_results
+from kdcourse.course.results import list_results, load_results, results_dir, save_results
 
 
 @pytest.fixture(autouse=True)
@@ -48,23 +48,23 @@ def test_training_provenance_follows_fit_across_a_resume(tmp_path: Path) -> None
     names the training's commit and seconds, not its own."""
     import torch
 
-    from kdcourse import results
+    from kdcourse import provenance
     from kdcourse.data import TensorBatches
     from kdcourse.train import fit
 
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     checkpoint = tmp_path / "run.pt"
-    results.record_start()
+    provenance.record_start()
     torch.manual_seed(0)
     first = fit(torch.nn.Linear(4, 2), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=checkpoint,
                 val_data=(x, y), progress=False)
     assert len(first.sessions) == 1 and first.sessions[0]["epochs"] == 2
-    assert first.sessions[0]["commit"] == results.code_commit()
-    trained = results.training_provenance()
+    assert first.sessions[0]["commit"] == provenance.code_commit()
+    trained = provenance.training_provenance()
     assert trained["networks"] == 1 and trained["train_seconds"] == pytest.approx(first.train_seconds, abs=0.1)
-    assert trained["commits"] == [results.code_commit()] and trained["first"] <= trained["last"]
+    assert trained["commits"] == [provenance.code_commit()] and trained["first"] <= trained["last"]
 
-    results.record_start()  # a new chapter run resumes the finished checkpoint
+    provenance.record_start()  # a new chapter run resumes the finished checkpoint
     torch.manual_seed(0)  # the same run: the same initial weights
     again = fit(torch.nn.Linear(4, 2), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=checkpoint,
                 val_data=(x, y), progress=False)
@@ -76,15 +76,15 @@ def test_training_provenance_follows_fit_across_a_resume(tmp_path: Path) -> None
 
 
 def test_dirty_code_is_named_by_the_hash_of_its_diff(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kdcourse import results
+    from kdcourse import provenance
 
     def fake_git(*args: str) -> str:
         return "abc1234\n" if args[0] == "rev-parse" else diffs.pop(0)
 
-    monkeypatch.setattr(results, "_git", fake_git)
+    monkeypatch.setattr(provenance, "_git", fake_git)
     diffs = ["", "--- a/x\n+++ b/x\n", "--- a/x\n+++ b/y\n"]
-    assert results._git_commit() == "abc1234"
-    one, two = results._git_commit(), results._git_commit()
+    assert provenance._git_commit() == "abc1234"
+    one, two = provenance._git_commit(), provenance._git_commit()
     assert re.fullmatch(r"abc1234-dirty\+[0-9a-f]{8}", one) and one != two
 
 

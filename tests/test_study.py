@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kdcourse.data import load_mnist
-from kdcourse.effects import VERDICTS, Effect
+from kdcourse.stats import VERDICTS, Effect
 from kdcourse.studies import mnist_distillation as study
 
 SEEDS, TEMPERATURES, ALPHAS = (0, 1), (1, 4), (0.5,)

@@ -1,4 +1,4 @@
-"""Tests of kdcourse.subclass: subclass aggregation, the auxiliary loss, the MNIST layout and diagnostics."""
+"""Tests of kdcourse.kd.subclass: subclass aggregation, the auxiliary loss, the MNIST layout and diagnostics."""
 
 from __future__ import annotations
 
@@ -9,18 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdcourse.losses import kd_loss
-from kdcourse.subclass import (
-    class_logits_from_subclasses,
-    contingency,
-    known_subclass_targets,
-    mnist_superclass,
-    subclass_assignments,
-    subclass_auxiliary_loss,
-    subclass_digit_nmi,
-    subclass_distillation_loss,
-    subclass_usage,
-)
+from kdcourse.kd.hinton import kd_loss
+from kdcourse.kd.subclass import class_logits_from_subclasses, contingency, known_subclass_targets, mnist_superclass, subclass_assignments, subclass_auxiliary_loss, subclass_digit_nmi, subclass_distillation_loss, subclass_usage
 
 
 def random_logits(seed: int = 0, n: int = 8, width: int = 10, scale: float = 3.0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests of kdcourse.tables: results tables a reader can read."""
+"""Tests of kdcourse.course.tables: results tables a reader can read."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from kdcourse.tables import MISSING, mean_std_text, readable
+from kdcourse.course.tables import MISSING, mean_std_text, readable
 
 
 def test_mean_and_std_columns_merge_into_one_cell_without_index_or_nan() -> None:

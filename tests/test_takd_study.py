@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from kdcourse.data import load_mnist
-from kdcourse.effects import VERDICTS
+from kdcourse.stats import VERDICTS
 from kdcourse.studies import mnist_distillation, mnist_takd
 
 SEEDS = (0, 1)

@@ -1,4 +1,4 @@
-"""Tests of kdcourse.timings: every time the README and the book state is read from a recorded file."""
+"""Tests of kdcourse.course.timings: every time the README and the book state is read from a recorded file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kdcourse import book, effects, results, timings
+from kdcourse import stats
+
+from kdcourse.course import book, results, timings
 
 NOTEBOOK = "---\nkernelspec:\n  name: python3\n  display_name: Python 3\n  language: python\n---\n\n# {}\n"
 
@@ -68,7 +70,7 @@ def test_the_readme_timings_match_the_recorded_files() -> None:
 
 def test_the_introduction_states_the_one_rule_for_effects() -> None:
     intro = (book.repo_root() / "book" / "intro.md").read_text(encoding="utf-8")
-    assert effects.RULE in intro
+    assert stats.RULE in intro
 
 
 def test_minutes() -> None:

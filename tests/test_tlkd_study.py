@@ -184,7 +184,7 @@ def test_pass_counts_follow_the_configuration():
 
 
 def test_throughput_counts_images_per_second():
-    from kdcourse.profiling import throughput
+    from kdcourse.costs import throughput
 
     slow = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 512), torch.nn.Linear(512, 10))
     forward = throughput(slow, (3, 8, 8), batch_size=4, repeats=3)

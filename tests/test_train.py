@@ -305,7 +305,7 @@ def test_predict_logits_and_evaluate(problem) -> None:
 
 def test_evaluate_scores_mapped_class_logits() -> None:
     # a model with 2 × 2 subclass outputs; its class logits come from log-sum-exp over each pair
-    from kdcourse.subclass import class_logits_from_subclasses
+    from kdcourse.kd.subclass import class_logits_from_subclasses
 
     model = nn.Linear(3, 4, bias=False)
     with torch.no_grad():
@@ -319,7 +319,7 @@ def test_evaluate_scores_mapped_class_logits() -> None:
 
 
 def test_fit_selects_epochs_on_mapped_validation_accuracy(tmp_path: Path) -> None:
-    from kdcourse.subclass import class_logits_from_subclasses
+    from kdcourse.kd.subclass import class_logits_from_subclasses
 
     torch.manual_seed(0)
     x = torch.randn(64, 5)

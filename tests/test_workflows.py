@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdcourse.publish import NOTEBOOKS_BRANCH
+from kdcourse.course.publish import NOTEBOOKS_BRANCH
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))

@@ -45,16 +45,16 @@ import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor, nn
 
-from .. import data as kd_data
-from .. import checkpoints, hardware, paths
-from ..backbones import Backbone, backbone, pooled_head, set_trainable, split_at, splittable
-from ..effects import Effect, bootstrap_auc_effect, paired_effect
-from ..losses import check_alpha, check_temperature, distillation_loss
-from ..metrics import roc_auc
-from ..subclass import class_logits_from_subclasses, subclass_auxiliary_loss, subclass_distillation_loss
-from ..train import FitResult, fit, predict_logits
-from ..transfer import VIEWS, ViewBatches, apply_in_batches, dihedral_view, trunk_views
-from .common import config_key, with_overrides
+from kdcourse import data as kd_data
+from kdcourse import checkpoints, hardware, paths
+from kdcourse.backbones import Backbone, backbone, pooled_head, set_trainable, split_at, splittable
+from kdcourse.stats import Effect, bootstrap_auc_effect, paired_effect
+from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse.metrics import roc_auc
+from kdcourse.kd.subclass import class_logits_from_subclasses, subclass_auxiliary_loss, subclass_distillation_loss
+from kdcourse.train import FitResult, fit, predict_logits
+from kdcourse.transfer import VIEWS, ViewBatches, apply_in_batches, dihedral_view, trunk_views
+from kdcourse.studies.common import config_key, with_overrides
 
 __all__ = [
     "PAIRS", "MhistConfig", "PROFILES", "config_for", "vote_subclasses", "MhistOutcome", "run_study",
@@ -145,7 +145,7 @@ def vote_subclasses(labels: Tensor, votes: Tensor) -> Tensor:
     """Known subclasses from the pathologists' SSA votes (of 7): ``(N,)`` in 0–3, two per class.
 
     0: clear HP (0–1 votes for SSA), 1: borderline HP (2–3), 2: borderline SSA (4–5), 3: clear SSA (6–7);
-    class ``c`` owns subclasses ``2c`` and ``2c + 1`` (the layout of :func:`kdcourse.subclass.class_logits_from_subclasses`).
+    class ``c`` owns subclasses ``2c`` and ``2c + 1`` (the layout of :func:`kdcourse.kd.subclass.class_logits_from_subclasses`).
     """
     if labels.shape != votes.shape or not bool(((votes >= 0) & (votes <= 7)).all()):
         raise ValueError("labels and votes must have the same shape, with votes in 0–7")
@@ -512,7 +512,7 @@ def effect_table(runs: pd.DataFrame, scores: dict, labels: list[int],
                  comparisons: tuple[tuple[str, str], ...] = COMPARISONS) -> pd.DataFrame:
     """One row per comparison ``(arm, baseline)``: the test-AUC difference in points, paired over seeds
     (``seeds …`` columns) and by a paired bootstrap over test images of the seed-averaged AUC difference
-    (``images …`` columns), each with its 95 % interval and verdict (:mod:`kdcourse.effects`)."""
+    (``images …`` columns), each with its 95 % interval and verdict (:mod:`kdcourse.stats`)."""
     scores = {arm: {int(seed): values for seed, values in by_seed.items()} for arm, by_seed in scores.items()}  # JSON keys are text
     rows = []
     for arm, baseline in comparisons:

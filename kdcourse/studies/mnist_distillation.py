@@ -2,7 +2,7 @@
 
 For every seed: train the teacher (checkpointed), cache its logits on the training split, then
 train the whole grid of students plus the scratch student (α = 0), ``stack_size`` at a time side
-by side in a :class:`~kdcourse.distill.StackedMLP`. All arms of a seed share the initial weights, the batch
+by side in a :class:`~kdcourse.kd.stacked.StackedMLP`. All arms of a seed share the initial weights, the batch
 order and the teacher, so differences between arms are paired. Each student keeps the epoch with
 the best validation accuracy; the test set is only used to report.
 """
@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data as kd_data
-from .. import distill, effects, hardware, metrics, models, paths
-from ..train import FitResult, fit, predict_logits
-from .common import config_key, with_overrides
+from kdcourse import data as kd_data
+from kdcourse import hardware, metrics, models, paths, stats
+from kdcourse.kd import stacked, teachers
+from kdcourse.train import FitResult, fit, predict_logits
+from kdcourse.studies.common import config_key, with_overrides
 
 __all__ = [
     "StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_dir_for", "study_dataset", "train_teacher", "seed_models",
@@ -134,7 +135,7 @@ def train_teacher(
         schedule="cosine", checkpoint=run_dir / f"teacher_seed{seed}.ckpt", seed=seed, amp_dtype=amp, device=device,
         description=f"teacher seed {seed}",
     )
-    soft_targets = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp, device=device)
+    soft_targets = teachers.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp, device=device)
     return teacher, result, soft_targets
 
 
@@ -159,10 +160,10 @@ def _train_students(
         for _ in chunk:  # identical initial weights for every arm of this seed
             torch.manual_seed(seed)
             students.append(models.mnist_student())
-        stack = distill.StackedMLP(students)
+        stack = stacked.StackedMLP(students)
 
         def loss_fn(logits: torch.Tensor, targets: torch.Tensor, teacher_batch: torch.Tensor) -> torch.Tensor:
-            return distill.grid_distillation_loss(logits, teacher_batch, targets, temperatures, alphas).sum()
+            return stacked.grid_distillation_loss(logits, teacher_batch, targets, temperatures, alphas).sum()
 
         result = fit(
             stack, batches, loss_fn, epochs=config.student_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.student_lr,
@@ -254,23 +255,23 @@ def arm_accuracy(
 def paired_comparison(
     runs: pd.DataFrame, temperature: float, alpha: float, baseline: tuple[float, float] | None = None,
     column: str = "test_accuracy",
-) -> effects.Effect:
+) -> stats.Effect:
     """The KD student (T, α) against the scratch student (or the KD student at ``baseline`` = (T, α)), paired by seed.
 
     Both arms of a seed share the initial weights, the batches and the teacher, so the comparison is
-    the course's paired effect (:func:`kdcourse.effects.paired_effect`): the per-seed differences of
+    the course's paired effect (:func:`kdcourse.stats.paired_effect`): the per-seed differences of
     ``column`` in percentage points, their 95 % interval, paired t-test and verdict. Needs at least
     two seeds.
     """
     kd = arm_accuracy(runs, "kd", temperature, alpha, column)
     other = arm_accuracy(runs, "scratch", column=column) if baseline is None else arm_accuracy(runs, "kd", *baseline, column=column)
-    return effects.paired_effect(kd, other)
+    return stats.paired_effect(kd, other)
 
 
 def grid_effects(runs: pd.DataFrame, baseline: tuple[float, float] | None = None, column: str = "test_accuracy") -> pd.DataFrame:
     """:func:`paired_comparison` of every (T, α) of the KD grid against the scratch student (or ``baseline``).
 
-    One row per grid point, index (T, α), columns the fields of :meth:`kdcourse.effects.Effect.as_dict`
+    One row per grid point, index (T, α), columns the fields of :meth:`kdcourse.stats.Effect.as_dict`
     (``mean``, ``std``, ``low``, ``high``, ``p_value``, ``verdict``, ...). The baseline's own row is left out."""
     points = runs[runs.model == "kd"][["temperature", "alpha"]].drop_duplicates().itertuples(index=False)
     rows = {(t, a): paired_comparison(runs, t, a, baseline, column).as_dict() for t, a in points if (t, a) != baseline}

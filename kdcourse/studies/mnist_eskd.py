@@ -6,7 +6,7 @@ fresh student is distilled from each of them. (2) A larger, more accurate teache
 make a better student: students are distilled from fully trained teachers of three sizes.
 
 Teachers train with a constant learning rate so that the snapshot after epoch e is exactly the
-teacher that an e-epoch run would give (see :func:`kdcourse.chains.train_with_snapshots`). Every
+teacher that an e-epoch run would give (see :func:`kdcourse.kd.eskd.train_with_snapshots`). Every
 student of a seed starts from the same weights and sees the same batches: differences are paired.
 """
 
@@ -20,15 +20,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data as kd_data
-from .. import distill, hardware, models, paths
-from ..chains import train_with_snapshots
-from ..effects import paired_effect
-from ..losses import check_alpha, check_temperature, distillation_loss
-from ..metrics import classification_scores
-from ..train import fit, predict_logits
-from .common import config_key, with_overrides
-from .mnist_distillation import study_dataset
+from kdcourse import data as kd_data
+from kdcourse import hardware, models, paths
+from kdcourse.kd import teachers
+from kdcourse.kd.eskd import train_with_snapshots
+from kdcourse.stats import paired_effect
+from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse.metrics import classification_scores
+from kdcourse.train import fit, predict_logits
+from kdcourse.studies.common import config_key, with_overrides
+from kdcourse.studies.mnist_distillation import study_dataset
 
 __all__ = ["EskdConfig", "PROFILES", "TEACHERS", "config_for", "run_study", "paired_against", "chosen_epoch"]
 
@@ -124,7 +125,7 @@ def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path 
             epochs = range(1, len(snapshots) + 1) if size == "cnn" else [len(snapshots)]
             for epoch in epochs:
                 snapshots.load(teacher, epoch)
-                logits = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"seed{seed}_{tag}_epoch{epoch}_logits.pt",
+                logits = teachers.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"seed{seed}_{tag}_epoch{epoch}_logits.pt",
                                                 amp_dtype=amp, device=device)
                 test, val, seconds = student(seed, logits, config.alpha, f"{tag}_epoch{epoch}")
                 rows.append({"seed": seed, "experiment": "teacher epoch" if size == "cnn" else "teacher size", "teacher": size,
@@ -141,10 +142,10 @@ def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path 
 
 def paired_against(runs: pd.DataFrame, reference: pd.Series) -> pd.DataFrame:
     """For each (teacher, teacher_epoch), the paired effect of the student's test accuracy over ``reference``
-    (student test accuracy indexed by seed), by :func:`kdcourse.effects.paired_effect`.
+    (student test accuracy indexed by seed), by :func:`kdcourse.stats.paired_effect`.
 
     Columns: ``teacher``, ``teacher_epoch``, ``seeds`` (paired seeds), ``seed <s>`` (the difference on each
-    seed, in points), then the fields of :meth:`kdcourse.effects.Effect.as_dict` (``mean``, ``std``,
+    seed, in points), then the fields of :meth:`kdcourse.stats.Effect.as_dict` (``mean``, ``std``,
     ``low``, ``high``, ..., ``p_value``, ``verdict``). With fewer than two paired seeds there is no
     effect: ``mean`` alone, the other fields missing."""
     out = []

@@ -32,23 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import data as kd_data
-from .. import distill, hardware, models, paths
-from ..losses import check_alpha, check_temperature, distillation_loss
-from ..subclass import (
-    MNIST_SUBCLASSES_PER_CLASS,
-    class_logits_from_subclasses,
-    contingency,
-    mnist_superclass,
-    subclass_assignments,
-    subclass_auxiliary_loss,
-    subclass_digit_nmi,
-    subclass_distillation_loss,
-    subclass_usage,
-)
-from ..train import fit, predict_logits
-from .common import config_key, paired_difference, with_overrides
-from .mnist_distillation import study_dataset
+from kdcourse import data as kd_data
+from kdcourse import hardware, models, paths
+from kdcourse.kd import teachers
+from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse.kd.subclass import MNIST_SUBCLASSES_PER_CLASS, class_logits_from_subclasses, contingency, mnist_superclass, subclass_assignments, subclass_auxiliary_loss, subclass_digit_nmi, subclass_distillation_loss, subclass_usage
+from kdcourse.train import fit, predict_logits
+from kdcourse.studies.common import config_key, paired_difference, with_overrides
+from kdcourse.studies.mnist_distillation import study_dataset
 
 __all__ = ["SubclassConfig", "PROFILES", "TEACHERS", "SubclassOutcome", "config_for", "run_study", "arm_summary", "paired_against"]
 
@@ -209,7 +200,7 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
                 class_logits=_class_map(s),
             )
             teacher_seconds += result.train_seconds
-            logits[name] = distill.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"seed{seed}_teacher_{tag}_logits.pt",
+            logits[name] = teachers.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"seed{seed}_teacher_{tag}_logits.pt",
                                                   amp_dtype=amp, device=device)
             test_outputs = predict_logits(teacher, dataset.test.x, amp_dtype=amp, device=device)
             class_logits = _class_map(s)(test_outputs)

@@ -19,14 +19,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data as kd_data
-from .. import distill, effects, hardware, models, paths
-from ..losses import check_alpha, check_temperature, distillation_loss
-from ..metrics import classification_scores
-from ..train import FitResult, fit, predict_logits
-from . import common
-from .common import config_key, with_overrides
-from . import mnist_distillation
+from kdcourse import data as kd_data
+from kdcourse import hardware, models, paths, stats
+from kdcourse.kd import teachers
+from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse.metrics import classification_scores
+from kdcourse.train import FitResult, fit, predict_logits
+from kdcourse.studies import common
+from kdcourse.studies.common import config_key, with_overrides
+from kdcourse.studies import mnist_distillation
 
 __all__ = [
     "TakdConfig", "PROFILES", "TakdOutcome", "config_for", "run_study", "arm_summary", "paired_difference", "arm_effect",
@@ -147,7 +148,7 @@ def run_study(
             result = _distil(assistant, teacher_logits, dataset, config, config.alpha, seed, run_dir / f"seed{seed}_ta{hidden}.ckpt", device)
             train_seconds += result.train_seconds
             record(seed, f"TA {hidden} (from the teacher)", "assistant", assistant, result, hidden)
-            assistant_logits = distill.teacher_logits(assistant, dataset.train.x, cache=run_dir / f"seed{seed}_ta{hidden}_logits.pt", amp_dtype=amp, device=device)
+            assistant_logits = teachers.teacher_logits(assistant, dataset.train.x, cache=run_dir / f"seed{seed}_ta{hidden}_logits.pt", amp_dtype=amp, device=device)
             student_from(assistant_logits, f"via TA {hidden}", config.alpha)
             if len(config.assistant_hidden) > 1:
                 # the long chain: each assistant learns from the previous one
@@ -158,7 +159,7 @@ def run_study(
                     result = _distil(link, previous_logits, dataset, config, config.alpha, seed, run_dir / f"seed{seed}_chain{hidden}.ckpt", device)
                     train_seconds += result.train_seconds
                     record(seed, f"TA {hidden} (in the chain)", "assistant", link, result, hidden)
-                    chain_logits = distill.teacher_logits(link, dataset.train.x, cache=run_dir / f"seed{seed}_chain{hidden}_logits.pt", amp_dtype=amp, device=device)
+                    chain_logits = teachers.teacher_logits(link, dataset.train.x, cache=run_dir / f"seed{seed}_chain{hidden}_logits.pt", amp_dtype=amp, device=device)
                 previous_logits = chain_logits
         if len(config.assistant_hidden) > 1:
             chain = " → ".join(str(h) for h in config.assistant_hidden)
@@ -183,7 +184,7 @@ def paired_difference(runs: pd.DataFrame, arm: str, baseline: str) -> dict[str, 
                                     runs[runs.arm == baseline].set_index("seed").test_accuracy)
 
 
-def arm_effect(runs: pd.DataFrame, arm: str, baseline: str) -> effects.Effect:
+def arm_effect(runs: pd.DataFrame, arm: str, baseline: str) -> stats.Effect:
     """The paired effect of ``arm`` over ``baseline`` on test accuracy (points, over the seeds both have)."""
-    return effects.paired_effect(runs[runs.arm == arm].set_index("seed").test_accuracy,
+    return stats.paired_effect(runs[runs.arm == arm].set_index("seed").test_accuracy,
                                  runs[runs.arm == baseline].set_index("seed").test_accuracy)

@@ -26,16 +26,17 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from .. import data as kd_data
-from .. import distill, hardware, models, paths
-from ..losses import check_alpha, check_temperature, distillation_loss
-from ..lowrank import first_linear, linear_macs, nuclear_norm, nuclear_penalty_loss, replace_first_linear, singular_values
-from ..effects import Effect, paired_effect
-from ..metrics import classification_scores
-from ..profiling import count_macs, measure_latency
-from ..train import fit, predict_logits
-from . import mnist_distillation
-from .common import config_key, with_overrides
+from kdcourse import data as kd_data
+from kdcourse import hardware, models, paths
+from kdcourse.kd import teachers
+from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse.lowrank import first_linear, linear_macs, nuclear_norm, nuclear_penalty_loss, replace_first_linear, singular_values
+from kdcourse.stats import Effect, paired_effect
+from kdcourse.metrics import classification_scores
+from kdcourse.costs import count_macs, measure_latency
+from kdcourse.train import fit, predict_logits
+from kdcourse.studies import mnist_distillation
+from kdcourse.studies.common import config_key, with_overrides
 
 __all__ = [
     "NuclearConfig", "PROFILES", "EUROSAT_PROFILES", "NuclearTask", "NuclearOutcome", "config_for", "mnist_task",
@@ -137,7 +138,7 @@ def eurosat_task(config: NuclearConfig, dataset: kd_data.ImageData, *, device: t
         result = fit(model, batches, epochs=config.teacher_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.teacher_lr,
                      weight_decay=0.05, schedule="cosine", seed=seed, device=device, amp_dtype=amp,
                      checkpoint=run_dir / f"teacher_seed{seed}.ckpt", description=f"EuroSAT teacher seed {seed}")
-        logits = distill.teacher_logits(model, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp, device=device)
+        logits = teachers.teacher_logits(model, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp, device=device)
         return model, logits, result.train_seconds
 
     def student() -> nn.Sequential:
@@ -286,7 +287,7 @@ def repeated_latency(candidates: list[tuple[str, nn.Module, int | None]], input_
                      batch_sizes: tuple[int, ...] = (1, 256), threads: int | None = None) -> pd.DataFrame:
     """Time every candidate ``repeats`` times in this process, one repeat of all of them after another.
 
-    Each timing is :func:`kdcourse.profiling.measure_latency` (the median of 50 forward passes for a batch of
+    Each timing is :func:`kdcourse.costs.measure_latency` (the median of 50 forward passes for a batch of
     one, of 10 for larger batches, after a warm-up). Taking the repeats in turns spreads a change of load
     over all models alike. ``threads`` sets PyTorch's intra-op threads for the measurement (``None``:
     as they are) and restores them after. One row per (model, batch, repeat): ``model``, ``rank``,
@@ -355,7 +356,7 @@ def _paired_effects(runs: pd.DataFrame, column: str, against: str, scale: float,
 
 def effects_against_unpenalised(runs: pd.DataFrame, column: str = "test_accuracy", *, scale: float = 100.0,
                                 unit: str = "points") -> dict[tuple[float, float], Effect]:
-    """For every α and β > 0: the paired effect (:func:`kdcourse.effects.paired_effect`, by seed) of the penalty
+    """For every α and β > 0: the paired effect (:func:`kdcourse.stats.paired_effect`, by seed) of the penalty
     on ``column``, against the β = 0 student of the same α. Fractions become points by default; for ranks
     or MACs pass ``scale=1`` and a ``unit``."""
     return _paired_effects(runs, column, "beta", scale, unit)

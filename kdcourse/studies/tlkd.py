@@ -37,17 +37,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .. import checkpoints, corruptions, hardware, metrics, paths
-from .. import data as kd_data
-from ..backbones import Backbone, backbone, pooled_head, set_trainable, split_at
-from ..effects import Effect, bootstrap_effect, paired_effect
-from ..explain import foreground_share, shap_maps
-from ..losses import check_alpha, check_temperature
-from ..train import FitResult, fit, predict_logits
-from ..transfer import ViewBatches, apply_in_batches, dihedral_view
-from . import mnist_distillation
-from .common import config_key, json_records, with_overrides
-from .mhist import ALL_VIEWS, TwoPhaseRunner, _kd_loss, _labels_loss, role_views
+from kdcourse import checkpoints, corruptions, hardware, metrics, paths
+from kdcourse import data as kd_data
+from kdcourse.backbones import Backbone, backbone, pooled_head, set_trainable, split_at
+from kdcourse.stats import Effect, bootstrap_effect, paired_effect
+from kdcourse.explain import foreground_share, shap_maps
+from kdcourse.kd.hinton import check_alpha, check_temperature
+from kdcourse.train import FitResult, fit, predict_logits
+from kdcourse.transfer import ViewBatches, apply_in_batches, dihedral_view
+from kdcourse.studies import mnist_distillation
+from kdcourse.studies.common import config_key, json_records, with_overrides
+from kdcourse.studies.mhist import ALL_VIEWS, TwoPhaseRunner, _kd_loss, _labels_loss, role_views
 
 __all__ = [
     "Pair", "PAIRS", "TlkdConfig", "PROFILES", "config_for", "load_backbones", "load_data", "TlkdOutcome", "run_study",
@@ -523,7 +523,7 @@ def arm_scores(runs: pd.DataFrame, columns: tuple[str, ...] = ("accuracy", "prec
 
 
 def effects_table(runs: pd.DataFrame, columns: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")) -> pd.DataFrame:
-    """TL+KD − TL per regime, KD setting and metric, in points, paired over seeds (:func:`kdcourse.effects.paired_effect`)."""
+    """TL+KD − TL per regime, KD setting and metric, in points, paired over seeds (:func:`kdcourse.stats.paired_effect`)."""
     rows = []
     for regime in dict.fromkeys(runs["regime"]):
         for arm in ("tlkd_thesis", "tlkd_chosen"):

@@ -4,7 +4,7 @@ Measures, on random MNIST-shaped data, the wall time of training steps for the t
 student, starting from the plain recipe (float32, batches of 128, PyTorch's default Adam and
 dropout) and adding one by one what the MNIST chapter uses: bfloat16 autocast, dropout masks drawn
 from random bytes for the teacher, batches of 256 for the students, the fused Adam kernel, and
-students stacked into one :class:`~kdcourse.distill.StackedMLP`. It
+students stacked into one :class:`~kdcourse.kd.stacked.StackedMLP`. It
 reports seconds per training epoch of 55,000 images, per model. Run it on an otherwise idle machine:
 two processes sharing two cores slow each other down many times over. Random data produces no
 denormal numbers, so the effect of flushing them (see ``kdcourse/__init__.py``) shows only in
@@ -22,7 +22,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from . import distill, models
+from kdcourse import models
+
+from kdcourse.kd import stacked
 
 __all__ = ["time_steps", "benchmark", "repeated", "main"]
 
@@ -80,7 +82,7 @@ def benchmark(stack_size: int = 4, steps: int = 20) -> list[dict[str, float | st
         if members > 1:
             teacher_logits = torch.randn(batch, 10)
             temperatures, alphas = torch.full((members,), 4.0), torch.full((members,), 0.5)
-            loss = lambda out: distill.grid_distillation_loss(out, teacher_logits, y, temperatures, alphas).sum()
+            loss = lambda out: stacked.grid_distillation_loss(out, teacher_logits, y, temperatures, alphas).sum()
         else:
             loss = lambda out: F.cross_entropy(out, y)
         if "teacher" in name:
@@ -101,7 +103,7 @@ def benchmark(stack_size: int = 4, steps: int = 20) -> list[dict[str, float | st
     add("one student", models.mnist_student(), 128, torch.bfloat16, False)
     add("one student", models.mnist_student(), 256, torch.bfloat16, False)
     add("one student", models.mnist_student(), 256, torch.bfloat16, True)
-    add(f"{stack_size} stacked students", distill.StackedMLP([models.mnist_student() for _ in range(stack_size)]), 256, torch.bfloat16, True, stack_size)
+    add(f"{stack_size} stacked students", stacked.StackedMLP([models.mnist_student() for _ in range(stack_size)]), 256, torch.bfloat16, True, stack_size)
     return rows
 
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = repeated(args.stack_size, args.steps, args.repeats)
     if args.record:
-        from kdcourse import book, results
+        from kdcourse.course import book, results
 
         folder = book.repo_root() / "book" / "results" / "bench"
         path = results.save_results("training_steps", {"threads": torch.get_num_threads(), "steps": args.steps, "rows": rows},

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdcourse import results
+from kdcourse.course import results
 
 __all__ = ["Notice", "uses_recorded", "recorded", "frame", "value", "show_smoke_run", "source_note", "say"]
 

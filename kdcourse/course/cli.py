@@ -19,8 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdcourse import book
-from kdcourse.profiles import PROFILES
+from kdcourse.course import book
+from kdcourse.course.profiles import PROFILES
 
 
 def _print_time(name: str, seconds: float) -> None:
@@ -103,16 +103,16 @@ def _parser() -> argparse.ArgumentParser:
 
     # "test" and "bench" hand their arguments on untouched (see main); listed here for --help.
     sub.add_parser("test", add_help=False, help="unit tests and nbval of every chapter (smoke); other args go to pytest")
-    sub.add_parser("bench", add_help=False, help="benchmarks (kdcourse.bench; see kdcourse bench --help)")
+    sub.add_parser("bench", add_help=False, help="benchmarks (kdcourse.course.bench; see kdcourse bench --help)")
     return parser
 
 
 def _run(argv: list[str]) -> int:
     if argv and argv[0] == "test":
         return book.run_tests(argv[1:])
-    # --- kdcourse bench: implemented in kdcourse/bench.py as main(args) -> int ---
+    # --- kdcourse bench: implemented in kdcourse/course/bench.py as main(args) -> int ---
     if argv and argv[0] == "bench":
-        from kdcourse.bench import main as bench_main
+        from kdcourse.course.bench import main as bench_main
 
         return bench_main(argv[1:])
 
@@ -122,12 +122,12 @@ def _run(argv: list[str]) -> int:
     elif args.command == "build-html":
         _build_html(args.executed, args.strict)
     elif args.command == "export-notebooks":
-        from kdcourse.publish import export_notebooks
+        from kdcourse.course.publish import export_notebooks
 
         written = export_notebooks(args.output, args.executed, repository=args.repository, ref=args.ref)
         print(f"{len(written)} notebooks in {args.output / book.BOOK_DIR}")
     elif args.command == "timings":
-        from kdcourse import timings
+        from kdcourse.course import timings
 
         root = book.repo_root()
         if args.action == "record":

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import check_alpha, check_temperature, kd_loss
+from kdcourse.kd.hinton import check_alpha, check_temperature, kd_loss
 
 __all__ = [
     "MNIST_SUBCLASSES_PER_CLASS",
@@ -152,7 +152,7 @@ def subclass_distillation_loss(
 ) -> Tensor:
     """``alpha · kd_loss(subclasses) + (1 − alpha) · cross_entropy(student class logits, targets)``.
 
-    The distillation term is :func:`kdcourse.losses.kd_loss` on the ``(N, C·s)`` subclass logits
+    The distillation term is :func:`kdcourse.kd.hinton.kd_loss` on the ``(N, C·s)`` subclass logits
     (``T²``-scaled, batch-averaged KL, teacher detached); the hard term uses the student's class
     logits ``(N, C)`` from :func:`class_logits_from_subclasses` at T = 1.
 

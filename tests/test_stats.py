@@ -1,4 +1,4 @@
-"""Tests of kdcourse.effects: the one rule that decides "clears the noise", "suggestive", "within noise"."""
+"""Tests of kdcourse.stats: the one rule that decides "clears the noise", "suggestive", "within noise"."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kdcourse.effects import VERDICTS, Effect, bootstrap_effect, paired_effect
+from kdcourse.stats import VERDICTS, Effect, bootstrap_effect, paired_effect
 
 
 def test_paired_effect_matches_scipy_paired_t_test() -> None:
@@ -102,7 +102,7 @@ def test_bootstrap_rejects_too_few_resamples() -> None:
 def test_bootstrap_auc_effect_matches_sklearn_and_finds_a_real_gain():
     from sklearn.metrics import roc_auc_score
 
-    from kdcourse.effects import bootstrap_auc_effect
+    from kdcourse.stats import bootstrap_auc_effect
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 400)
@@ -122,7 +122,7 @@ def test_bootstrap_auc_effect_matches_sklearn_and_finds_a_real_gain():
 def test_bootstrap_auc_effect_averages_over_seeds():
     from sklearn.metrics import roc_auc_score
 
-    from kdcourse.effects import bootstrap_auc_effect
+    from kdcourse.stats import bootstrap_auc_effect
 
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 300)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
-from kdcourse.book import BOOK_DIR, convert_chapter, notebook_chapters, repo_root
+from kdcourse.course.book import BOOK_DIR, convert_chapter, notebook_chapters, repo_root
 
 __all__ = ["NOTEBOOKS_BRANCH", "INSTALL_TAG", "install_cell_source", "export_notebooks", "launch_targets"]
 

@@ -1,16 +1,9 @@
-"""Small machine-readable result files with their provenance.
+"""Provenance of a run: the code's commit, the device, the date, and the training of every network.
 
-A chapter writes its headline numbers with :func:`save_results`; the appendix reads them back
-with :func:`load_results`. A file records two provenances: that of the run that wrote it (the
-*render*, which may only have resumed finished checkpoints) and that of the *training* that
-produced the checkpoints, which :func:`kdcourse.train.fit` notes for every network it returns.
-Code with uncommitted changes is named by its commit and the hash of the diff
-(``abc1234-dirty+0123abcd``), and the test suite refuses such a commit in the committed
-full-profile files, so every recorded result names code that a commit holds.
-
-Files live in ``results/<profile>/<name>.json`` under the folder given by ``KDCOURSE_RESULTS`` or,
-by default, the current working directory (chapters run from ``book/``, so full-profile results
-land in ``book/results/full/``, which is committed).
+:func:`kdcourse.train.fit` notes the training sessions of each network it returns
+(:func:`note_training`); a result file (:mod:`kdcourse.course.results`) records them together with
+the provenance of the run that wrote it. Code with uncommitted changes is named by its commit and the
+hash of the diff (``abc1234-dirty+0123abcd``), so every recorded result names code that a commit holds.
 """
 
 from __future__ import annotations
@@ -18,8 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import hashlib
-import json
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -29,20 +20,10 @@ import torch
 
 from kdcourse import hardware
 
-__all__ = [
-    "RESULTS_ENV", "results_dir", "provenance", "save_results", "load_results",
-    "list_results", "record_start", "code_commit", "note_training", "training_provenance",
-]
+__all__ = ["provenance", "record_start", "code_commit", "device_description", "note_training", "training_provenance", "utc_now"]
 
-RESULTS_ENV = "KDCOURSE_RESULTS"
 # the whole checkout except the result files, which change while a full build runs
 _CODE = (":(top)", ":(top,exclude)book/results")
-
-
-def results_dir(profile: str) -> Path:
-    """Folder of the result files of ``profile``: ``$KDCOURSE_RESULTS/<profile>`` or ``./results/<profile>``."""
-    base = Path(os.environ.get(RESULTS_ENV) or Path.cwd() / "results")
-    return base / profile
 
 
 def _git(*args: str) -> str:
@@ -137,41 +118,3 @@ def training_provenance() -> dict[str, Any]:
 def utc_now() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def save_results(
-    name: str, results: dict[str, Any], *, profile: str, seeds: list[int], wall_seconds: float,
-    folder: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Write ``{"provenance": ..., "training": ..., "results": results}`` to ``results_dir(profile)/<name>.json``.
-
-    ``provenance`` is that of this run (``wall_seconds`` of it), ``training`` is
-    :func:`training_provenance`. A commit ending in ``-dirty+<hash>`` says that the code had
-    uncommitted changes; the tests refuse such a commit in the recorded full-profile files.
-    ``folder`` replaces ``results_dir(profile)``."""
-    payload = {
-        "provenance": provenance(profile=profile, seeds=seeds, wall_seconds=wall_seconds),
-        "training": training_provenance(),
-        "results": results,
-    }
-    folder = Path(folder) if folder is not None else results_dir(profile)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
-    return path
-
-
-def load_results(name: str, profile: str = "full", folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Read a result file written by :func:`save_results`; ``FileNotFoundError`` says which file is missing."""
-    path = (Path(folder) if folder is not None else results_dir(profile)) / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no recorded {profile}-profile results at {path}; run the chapter with that profile to create them"
-        )
-    return json.loads(path.read_text())
-
-
-def list_results(profile: str = "full", folder: str | os.PathLike[str] | None = None) -> list[str]:
-    """Names of the result files available for ``profile``, sorted."""
-    base = Path(folder) if folder is not None else results_dir(profile)
-    return sorted(p.stem for p in base.glob("*.json"))

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdcourse import hardware, results
+from kdcourse import hardware
+
+from kdcourse.course import results
 
 __all__ = [
     "TIMINGS", "record_commands", "load_timings", "chapter_times", "command_times", "readme_section",
@@ -99,7 +101,7 @@ def chapter_times(root: Path) -> pd.DataFrame:
     """One row per notebook chapter: its smoke time per recorded precision, and for a recorded full
     profile the training time of its networks (with where they trained) and the wall time of the
     run that wrote its result file."""
-    from kdcourse import book
+    from kdcourse.course import book
 
     timings = load_timings(root)
     full = _results_folder(root) / "full"

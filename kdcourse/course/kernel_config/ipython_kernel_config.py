@@ -1,4 +1,4 @@
-"""Configuration of the kernels that execute the book's chapters (passed by the kernel spec that kdcourse.book writes).
+"""Configuration of the kernels that execute the book's chapters (passed by the kernel spec that kdcourse.course.book writes).
 
 A kernel started by papermill or nbval listens on local TCP ports, and ipykernel logs a warning
 about it at every start. The connection never leaves this machine, and a reader of the build log

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from kdcourse.paths import RUNS_ENV
-from kdcourse.profiles import PROFILE_ENV, resolve_profile
+from kdcourse.course.profiles import PROFILE_ENV, resolve_profile
 
 __all__ = [
     "repo_root",

@@ -1,4 +1,4 @@
-"""Tests of kdcourse.distill: stacked student grids, the grid loss and cached teacher logits."""
+"""Tests of kdcourse.kd.stacked and kdcourse.kd.teachers: stacked student grids, the grid loss and cached teacher logits."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcourse.data import TensorBatches
-from kdcourse.distill import StackedMLP, grid_distillation_loss, teacher_logits
-from kdcourse.losses import distillation_loss
+from kdcourse.kd.stacked import StackedMLP, grid_distillation_loss
+from kdcourse.kd.teachers import teacher_logits
+from kdcourse.kd.hinton import distillation_loss
 from kdcourse.models import mlp
 from kdcourse.train import evaluate, fit
 

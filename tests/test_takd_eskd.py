@@ -1,4 +1,4 @@
-"""Tests of kdcourse.chains: teacher-assistant chains and per-epoch teacher snapshots."""
+"""Tests of kdcourse.kd.takd and kdcourse.kd.eskd: teacher-assistant chains and per-epoch teacher snapshots."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-import kdcourse.chains as chains
-from kdcourse.chains import TeacherSnapshots, distill_chain, train_with_snapshots
+from kdcourse.kd import takd
+from kdcourse.kd.eskd import TeacherSnapshots, train_with_snapshots
+from kdcourse.kd.takd import distill_chain
 from kdcourse.data import TensorBatches
-from kdcourse.distill import teacher_logits
-from kdcourse.losses import distillation_loss
+from kdcourse.kd.teachers import teacher_logits
+from kdcourse.kd.hinton import distillation_loss
 from kdcourse.models import mlp
 from kdcourse.train import FitResult, fit, predict_logits
 
@@ -88,7 +89,7 @@ def test_chain_with_an_assistant_distils_from_the_trained_assistant(data, teache
         calls.append((model, logits))
         return logits
 
-    monkeypatch.setattr(chains, "teacher_logits", counting_teacher_logits)
+    monkeypatch.setattr(takd, "teacher_logits", counting_teacher_logits)
     assistant, student = net(1, hidden=48), net(2)
     assistant_start = copy.deepcopy(assistant.state_dict())
     results = distill_chain([teacher, assistant, student], data["train"], data["val"], progress=False, **SETTINGS)

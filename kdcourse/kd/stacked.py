@@ -1,8 +1,6 @@
-"""Distillation machinery: cached teacher logits and grids of students trained together.
+"""A grid of students trained together: identical fully connected students stacked into one module.
 
-When the inputs are not augmented, a teacher's logits on the training set never change, so they
-are computed once (:func:`teacher_logits`) and fed to every student as a batch extra. Identical
-fully connected students of a hyper-parameter grid can be trained together as one
+Identical fully connected students of a hyper-parameter grid can be trained together as one
 :class:`StackedMLP`: every member has its own weights, temperature and α, and each layer of all
 members is one batched matrix product. Because the summed loss of independent members has
 independent gradients and Adam acts element-wise, each member follows the same trajectory as if
@@ -13,43 +11,16 @@ one small network cannot fill.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import checkpoints
-from .losses import check_alpha, check_temperature
-from .models import mlp
-from .train import predict_logits
+from kdcourse.kd.hinton import check_alpha, check_temperature
+from kdcourse.models import mlp
 
-__all__ = ["teacher_logits", "StackedMLP", "grid_distillation_loss"]
-
-
-def teacher_logits(
-    teacher: nn.Module,
-    x: Tensor,
-    *,
-    cache: str | os.PathLike[str] | None = None,
-    amp_dtype: torch.dtype | None = None,
-    device: str | torch.device = "cpu",
-) -> Tensor:
-    """The teacher's logits ``(N, C)`` on inputs ``x`` (eval mode, float32), computed once.
-
-    With ``cache``, the logits are read from that file when it holds the logits of this teacher (the
-    fingerprint of its weights) on these inputs (the fingerprint of ``x``), and computed and written
-    otherwise, so later runs and other chapters skip the teacher pass and a changed teacher or input
-    never reuses stale logits. A damaged file raises :class:`kdcourse.checkpoints.CorruptCheckpointError`.
-    """
-    def compute() -> Tensor:
-        return predict_logits(teacher, x, amp_dtype=amp_dtype, device=device)
-
-    if cache is None:
-        return compute()
-    key = {"teacher": checkpoints.module_fingerprint(teacher), "inputs": checkpoints.tensor_fingerprint(x)}
-    return checkpoints.cached(cache, key, compute)
+__all__ = ["StackedMLP", "grid_distillation_loss"]
 
 
 class StackedMLP(nn.Module):

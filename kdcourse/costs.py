@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .models import count_parameters
+from kdcourse.models import count_parameters
 
 __all__ = ["ModelCost", "count_macs", "measure_latency", "profile_model", "throughput"]
 

@@ -1,4 +1,4 @@
-"""Tests of kdcourse.losses: the Hinton et al. distillation loss and its conventions."""
+"""Tests of kdcourse.kd.hinton: the Hinton et al. distillation loss and its conventions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdcourse.losses import distillation_loss, kd_loss, soft_cross_entropy
+from kdcourse.kd.hinton import distillation_loss, kd_loss, soft_cross_entropy
 
 
 def log_softmax_np(logits: np.ndarray) -> np.ndarray:
