@@ -122,6 +122,8 @@ def describe_callable(fn: Callable | None, *, depth: int = 3) -> str:
     if isinstance(fn, functools.partial):
         bound = _describe_value([list(fn.args), dict(fn.keywords)], depth)
         return f"partial({describe_callable(fn.func, depth=depth)}, {bound})"
+    if isinstance(fn, nn.Module):  # a distillation method: its type, hyper-parameters and state
+        return f"{type(fn).__module__}.{type(fn).__qualname__}({fn.extra_repr()})[{module_fingerprint(fn)}]"
     target = getattr(fn, "__func__", fn)  # a bound method: its function
     if not hasattr(target, "__code__"):  # a callable object: a dataclass by its fields, else by its type
         if dataclasses.is_dataclass(target):

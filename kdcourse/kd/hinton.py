@@ -17,7 +17,9 @@ import numbers
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["kd_loss", "distillation_loss", "soft_cross_entropy", "check_temperature", "check_alpha"]
+from kdcourse.kd.method import Method
+
+__all__ = ["HintonKD", "kd_loss", "distillation_loss", "soft_cross_entropy", "check_temperature", "check_alpha"]
 
 
 def _is_number(value: object) -> bool:
@@ -110,3 +112,21 @@ def distillation_loss(
         return hard
     soft = kd_loss(student_logits, teacher_logits, temperature)
     return alpha * soft + (1.0 - alpha) * hard
+
+
+class HintonKD(Method):
+    """Hinton et al.'s objective as a method: :func:`distillation_loss` of the student's logits ``(N, C)``
+    against the teacher's logits, the first batch extra ``(N, C)``."""
+
+    def __init__(self, temperature: float, alpha: float) -> None:
+        super().__init__()
+        check_temperature(temperature)
+        check_alpha(alpha)
+        self.temperature, self.alpha = float(temperature), float(alpha)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, alpha={self.alpha}"
+
+    def forward(self, outputs: Tensor, targets: Tensor, teacher_logits: Tensor, *extras: Tensor,
+                inputs: Tensor | None = None, features: dict[str, Tensor] | None = None) -> Tensor:
+        return distillation_loss(outputs.float(), teacher_logits, targets, self.temperature, self.alpha)

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdcourse.kd.hinton import check_alpha, check_temperature, kd_loss
+from kdcourse.kd.method import Method
 
 __all__ = [
+    "SubclassKD",
     "MNIST_SUBCLASSES_PER_CLASS",
     "class_logits_from_subclasses",
     "subclass_auxiliary_loss",
@@ -239,3 +241,25 @@ def subclass_digit_nmi(assignments: Tensor, digits: Tensor) -> float:
     from sklearn.metrics import normalized_mutual_info_score  # imported here: scikit-learn is slow to import
 
     return float(normalized_mutual_info_score(digits.cpu().numpy(), assignments.cpu().numpy()))
+
+
+class SubclassKD(Method):
+    """Subclass distillation as a method: :func:`subclass_distillation_loss` of the student's subclass
+    logits ``(N, C·s)`` against the teacher's, the first batch extra ``(N, C·s)``."""
+
+    def __init__(self, subclasses_per_class: int, temperature: float, alpha: float) -> None:
+        super().__init__()
+        check_temperature(temperature)
+        check_alpha(alpha)
+        if subclasses_per_class < 1:
+            raise ValueError(f"subclasses_per_class must be >= 1, got {subclasses_per_class}")
+        self.subclasses_per_class = int(subclasses_per_class)
+        self.temperature, self.alpha = float(temperature), float(alpha)
+
+    def extra_repr(self) -> str:
+        return f"subclasses_per_class={self.subclasses_per_class}, temperature={self.temperature}, alpha={self.alpha}"
+
+    def forward(self, outputs: Tensor, targets: Tensor, teacher_logits: Tensor, *extras: Tensor,
+                inputs: Tensor | None = None, features: dict[str, Tensor] | None = None) -> Tensor:
+        return subclass_distillation_loss(outputs, teacher_logits, targets, self.subclasses_per_class,
+                                          self.temperature, self.alpha)
