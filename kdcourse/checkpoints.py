@@ -7,7 +7,8 @@ that :func:`kdcourse.train.fit` and the caches of :mod:`kdcourse.kd.teachers` us
 * :func:`tensor_fingerprint`, :func:`module_fingerprint` and :func:`describe_callable` turn data,
   weights and a loss function into short strings that change when they change;
 * :func:`load` reads a file written by :func:`save` and turns a truncated or corrupt file into an
-  error that names it and says how to discard it; :func:`save` writes atomically; :func:`cached`
+  error that names it and says how to discard it; :func:`check_same_run` refuses a checkpoint of
+  another run; :func:`save` writes atomically; :func:`cached`
   reuses a computed value only for the key (fingerprints) it was computed for;
 * :class:`RunLock` lets one process at a time train into a checkpoint file.
 """
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "CorruptCheckpointError", "RunMismatchError", "RunInUseError", "tensor_fingerprint", "module_fingerprint",
-    "describe_callable", "load", "save", "cached", "RunLock",
+    "describe_callable", "check_same_run", "load", "save", "cached", "RunLock",
 ]
 
 
@@ -109,6 +110,22 @@ def _describe_value(value: Any, depth: int) -> str:
     return type(value).__qualname__  # an object without a stable description: its type only
 
 
+_LONG = 200  # characters: a submodule described at greater length is named by a digest of its description
+
+
+def _describe_module(module: nn.Module) -> str:
+    """``Type(extra_repr; child=Type(…), …)``: a module's hyper-parameters and those of its parts, recursively.
+    A part of a long description (a whole network) is given as its type and a digest of it."""
+    parts = []
+    for name, child in module.named_children():
+        text = _describe_module(child)
+        if len(text) > _LONG:
+            text = f"{type(child).__qualname__}[{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}]"
+        parts.append(f"{name}={text}")
+    inner = "; ".join(part for part in (module.extra_repr(), ", ".join(parts)) if part)
+    return f"{type(module).__qualname__}({inner})"
+
+
 def describe_callable(fn: Callable | None, *, depth: int = 3) -> str:
     """A description of a function that changes when its behaviour's inputs change.
 
@@ -122,8 +139,8 @@ def describe_callable(fn: Callable | None, *, depth: int = 3) -> str:
     if isinstance(fn, functools.partial):
         bound = _describe_value([list(fn.args), dict(fn.keywords)], depth)
         return f"partial({describe_callable(fn.func, depth=depth)}, {bound})"
-    if isinstance(fn, nn.Module):  # a distillation method: its type, hyper-parameters and state
-        return f"{type(fn).__module__}.{type(fn).__qualname__}({fn.extra_repr()})[{module_fingerprint(fn)}]"
+    if isinstance(fn, nn.Module):  # a distillation method: its type, hyper-parameters, parts and state
+        return f"{type(fn).__module__}.{_describe_module(fn)}[{module_fingerprint(fn)}]"
     target = getattr(fn, "__func__", fn)  # a bound method: its function
     if not hasattr(target, "__code__"):  # a callable object: a dataclass by its fields, else by its type
         if dataclasses.is_dataclass(target):
@@ -170,6 +187,23 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def check_same_run(path: Path, stored: dict[str, str] | None, identity: dict[str, str]) -> None:
+    """Raise :class:`RunMismatchError` naming ``path`` and up to three differences unless the identity
+    ``stored`` in a checkpoint is the run's ``identity`` (see :func:`kdcourse.train.run_identity`)."""
+    if stored is None:
+        raise RunMismatchError(
+            f"{path} was written before checkpoints named their run, so it cannot be checked against this one; "
+            "delete it to train the run again."
+        )
+    changed = [key for key in sorted(set(stored) | set(identity)) if stored.get(key) != identity.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: checkpoint {stored.get(key)!r}, now {identity.get(key)!r}" for key in changed[:3])
+        raise RunMismatchError(
+            f"{path} holds another run than the one asked for ({details}). Delete the file, or give this run "
+            "its own checkpoint path, to train it from the start."
+        )
 
 
 T = TypeVar("T")

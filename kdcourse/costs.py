@@ -10,12 +10,13 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
+import pandas as pd
 import torch
 from torch import nn
 
 from kdcourse.models import count_parameters
 
-__all__ = ["ModelCost", "count_macs", "measure_latency", "profile_model", "throughput"]
+__all__ = ["ModelCost", "count_macs", "measure_latency", "profile_model", "throughput", "estimated_seconds"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +110,14 @@ def throughput(model: nn.Module, input_shape: tuple[int, ...], *, batch_size: in
         times.append(time.perf_counter() - start)
     model.train(was_training)
     return batch_size / statistics.median(times)
+
+
+def estimated_seconds(counts: pd.DataFrame, rates: dict[str, float]) -> pd.DataFrame:
+    """``counts`` (one row per stage with ``network``, ``pass`` and ``images``) with ``seconds`` =
+    images / measured rate; ``rates`` maps ``"<network> <pass>"`` (e.g. ``"teacher forward"``, from
+    :func:`throughput`) to images per second."""
+    missing = {f"{n} {p}" for n, p in zip(counts.network, counts["pass"], strict=True)} - set(rates)
+    if missing:
+        raise ValueError(f"no measured rate for {sorted(missing)}")
+    seconds = [images / rates[f"{n} {p}"] for n, p, images in zip(counts.network, counts["pass"], counts.images, strict=True)]
+    return counts.assign(seconds=seconds)

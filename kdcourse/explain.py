@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LimeMap", "lime_explanation", "mnist_segmentation", "shap_maps", "foreground_share", "grabcut_foreground"]
+__all__ = ["LimeMap", "lime_explanation", "mnist_segmentation", "shap_maps", "foreground_share", "foreground_shares",
+           "grabcut_foreground"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,17 @@ def foreground_share(attribution: np.ndarray, mask: np.ndarray) -> float:
     positive = np.clip(values, 0, None)
     total = positive.sum()
     return float(positive[mask].sum() / total) if total > 0 else float("nan")
+
+
+
+def foreground_shares(model: nn.Module, images: Tensor, background: Tensor, masks: np.ndarray, *, samples: int = 200,
+                      seed: int = 0) -> np.ndarray:
+    """:func:`foreground_share` of the SHAP map (:func:`shap_maps`, in float32) of each of ``images``
+    ``(N, C, H, W)`` on its foreground mask, ``masks`` boolean ``(N, H, W)``: an array ``(N,)`` in [0, 1]."""
+    if len(masks) != len(images):
+        raise ValueError(f"one mask per image: got {len(masks)} masks for {len(images)} images")
+    maps = shap_maps(model.float(), images, background, samples=samples, seed=seed)
+    return np.array([foreground_share(m, k) for m, k in zip(maps, masks, strict=True)])
 
 
 def grabcut_foreground(image: np.ndarray | Tensor, margin: float = 0.1, iterations: int = 5) -> np.ndarray:

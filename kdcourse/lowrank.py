@@ -10,29 +10,29 @@ small singular values to zero, so that afterwards ``W₁`` can be replaced by a 
 ``U_r S_r V_rᵀ`` (two thinner layers, :func:`factorise_linear`) at little loss of accuracy. By the
 Eckart–Young theorem this truncation is the best rank-``r`` approximation in Frobenius norm, with
 error ``sqrt(Σ_{i>r} σ_i²)``. A dense layer costs ``in · out`` multiply-accumulates (MACs) per
-sample, the factorised pair ``r · (in + out)`` (:func:`linear_macs`).
+sample, the factorised pair ``r · (in + out)`` (:func:`linear_macs`). The penalty is a
+distillation method that wraps another (:class:`NuclearPenalty`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from kdcourse.kd.method import LossFn, Method, as_method
 
 __all__ = [
     "nuclear_norm",
     "singular_values",
     "first_linear",
-    "nuclear_penalty_loss",
+    "NuclearPenalty",
     "factorise_linear",
     "replace_first_linear",
     "linear_macs",
 ]
-
-LossFn = Callable[..., Tensor]
 
 
 def _check_matrix(weight: Tensor) -> None:
@@ -64,39 +64,55 @@ def first_linear(model: nn.Module) -> nn.Linear:
     raise ValueError(f"{type(model).__name__} has no nn.Linear layer")
 
 
-def nuclear_penalty_loss(base_loss_fn: LossFn, model: nn.Module, beta: float, every: int = 1) -> LossFn:
-    """``loss_fn(logits, targets, *extras) = base_loss_fn(...) + beta · ‖W₁‖_*`` for :func:`kdcourse.train.fit`.
+class NuclearPenalty(Method):
+    """``base(outputs, targets, *extras, …) + beta · ‖W‖_*`` for :func:`kdcourse.train.fit`, with ``W`` the
+    weight ``(out, in)`` of a linear layer of the student.
 
     Args:
-        base_loss_fn: e.g. ``lambda s, y, t: distillation_loss(s, t, y, T, α)``.
-        model: the network being trained; ``W₁`` is the weight of its first ``nn.Linear``, read at
-            every call, so the penalty follows the training updates.
-        beta: weight of the penalty, >= 0 (0 gives ``base_loss_fn`` unchanged). The penalty is added
-            once per batch, not per sample, so ``beta`` is in units of the base loss (nats) per unit of
-            nuclear norm.
+        base: the method the penalty is added to (e.g. :class:`kdcourse.kd.hinton.HintonKD`); a plain
+            function ``fn(logits, targets, *extras)`` is wrapped by :func:`kdcourse.kd.method.as_method`.
+        model: the network being trained; its layer is held (not owned: its weight is trained and saved
+            with the model) and read at every call, so the penalty follows the training updates.
+        beta: weight of the penalty, >= 0 (0 gives ``base`` unchanged). The penalty is added once per
+            batch, not per sample, so ``beta`` is in units of the base loss (nats) per unit of nuclear norm.
         every: add the penalty on one call in ``every`` (the first, then every ``every``-th), weighted
             ``every · beta``, so that its average gradient per step is unchanged ("lazy"
             regularisation). The SVD behind the norm costs far more than an MLP step on a CPU
             (about 80 ms for a 784×784 matrix on two cores), so ``every > 1`` trades a noisier penalty
-            gradient for speed. The returned value then includes the penalty on those calls only.
+            gradient for speed. The returned value then includes the penalty on those calls only. The
+            count of calls is part of the method's state, so a resumed run keeps the schedule.
+        layer: module path of the ``nn.Linear`` in ``model``; default the first one (:func:`first_linear`).
     """
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta < 0:
-        raise ValueError(f"beta weights the nuclear-norm penalty and must be a finite number >= 0, got {beta!r}")
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise ValueError(f"every must be an integer >= 1 (1 adds the penalty at every step), got {every!r}")
-    layer = first_linear(model)
-    calls = 0
 
-    def loss_fn(logits: Tensor, targets: Tensor, *extras: Tensor) -> Tensor:
-        nonlocal calls
-        loss = base_loss_fn(logits, targets, *extras)
-        due = calls % every == 0
-        calls += 1
-        if beta == 0 or not due:
+    def __init__(self, base: Method | LossFn, model: nn.Module, beta: float, every: int = 1, *, layer: str | None = None) -> None:
+        super().__init__()
+        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta < 0:
+            raise ValueError(f"beta weights the nuclear-norm penalty and must be a finite number >= 0, got {beta!r}")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every must be an integer >= 1 (1 adds the penalty at every step), got {every!r}")
+        linear = first_linear(model) if layer is None else model.get_submodule(layer)
+        self.layer = layer if layer is not None else next(name for name, m in model.named_modules() if m is linear)
+        self._linear = (linear,)  # in a tuple: the student's layer, not a submodule of the method
+        self.base = as_method(base)
+        self.beta, self.every, self.calls = float(beta), every, 0
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, every={self.every}, layer={self.layer!r}"
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"calls": self.calls}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.calls = state["calls"]
+
+    def forward(self, outputs: Tensor, targets: Tensor, *extras: Tensor, inputs: Tensor | None = None,
+                features: dict[str, Tensor] | None = None) -> Tensor:
+        loss = self.base(outputs, targets, *extras, inputs=inputs, features=features)
+        due = self.calls % self.every == 0
+        self.calls += 1
+        if self.beta == 0 or not due:
             return loss
-        return loss + every * beta * nuclear_norm(layer.weight.float())
-
-    return loss_fn
+        return loss + self.every * self.beta * nuclear_norm(self._linear[0].weight.float())
 
 
 def factorise_linear(linear: nn.Linear, rank: int) -> nn.Sequential:

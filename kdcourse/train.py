@@ -1,10 +1,12 @@
-"""Training and evaluation loops for any model and any loss.
+"""Training and evaluation loops for any model and any distillation method.
 
-``fit`` trains on an iterable of batches ``(inputs, targets, *extras)`` and calls
-``loss_fn(logits, targets, *extras)``; extras carry, for example, cached teacher logits. It
-validates every epoch, keeps the weights of the best validation epoch (model selection never
-looks at the test set), can stop early, follows a learning-rate schedule and writes a checkpoint
-after every epoch so that an interrupted run resumes where it stopped. The checkpoint names the run
+``fit`` trains on an iterable of batches ``(inputs, targets, *extras)`` and calls its method
+(:class:`kdcourse.kd.method.Method`) as ``method(outputs, targets, *extras, inputs=..., features=...)``;
+extras carry, for example, cached teacher logits, and ``features`` the student's intermediate outputs
+that the method asks for by module path. It validates every epoch, keeps the weights of the best
+validation epoch (model selection never looks at the test set), can stop early, follows a
+learning-rate schedule and writes a checkpoint after every epoch so that an interrupted run resumes
+where it stopped. The checkpoint names the run
 (:func:`run_identity`): a checkpoint of another run is refused rather than resumed, and one process
 at a time trains into it (:class:`kdcourse.checkpoints.RunLock`).
 """
@@ -25,12 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcourse import checkpoints, provenance
-
+from kdcourse.kd.features import capture
+from kdcourse.kd.method import LossFn, Method, as_method
 from kdcourse.metrics import roc_auc
 
-__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "run_identity", "METRICS"]
+__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "run_identity", "data_fingerprint", "METRICS"]
 
-LossFn = Callable[..., Tensor]
 OutputMap = Callable[[Tensor], Tensor]  # model outputs (N, K) → class logits (N, C)
 Metric = Callable[[Tensor, Tensor], float]  # (class logits (N, C), labels (N,)) → score, higher is better
 SCHEDULES = ("constant", "cosine", "onecycle", "plateau")
@@ -174,7 +176,7 @@ def data_fingerprint(batches: Iterable) -> str:
 
 
 def run_identity(
-    model: nn.Module, train_batches: Iterable, loss_fn: LossFn | None, val_data: tuple | None, **settings: object
+    model: nn.Module, train_batches: Iterable, loss_fn: Method | LossFn | None, val_data: tuple | None, **settings: object
 ) -> dict[str, str]:
     """The arguments that shape a :func:`fit` run, as strings: the architecture (names and shapes of its
     state), the initial weights, the training data, the validation labels and inputs, the loss and every
@@ -195,25 +197,10 @@ def run_identity(
     return identity
 
 
-def _check_same_run(path: Path, stored: dict[str, str] | None, identity: dict[str, str]) -> None:
-    if stored is None:
-        raise checkpoints.RunMismatchError(
-            f"{path} was written before checkpoints named their run, so it cannot be checked against this one; "
-            "delete it to train the run again."
-        )
-    changed = [key for key in sorted(set(stored) | set(identity)) if stored.get(key) != identity.get(key)]
-    if changed:
-        details = "; ".join(f"{key}: checkpoint {stored.get(key)!r}, now {identity.get(key)!r}" for key in changed[:3])
-        raise checkpoints.RunMismatchError(
-            f"{path} holds another run than the one asked for ({details}). Delete the file, or give this run "
-            "its own checkpoint path, to train it from the start."
-        )
-
-
 def fit(
     model: nn.Module,
     train_batches: Iterable,
-    loss_fn: LossFn | None = None,
+    loss_fn: Method | LossFn | None = None,
     *,
     epochs: int,
     val_data: tuple[Tensor, Tensor] | None = None,
@@ -242,11 +229,14 @@ def fit(
             member is selected on its own validation score).
         train_batches: iterable of ``(inputs, targets, *extras)``; if it has ``set_epoch`` (like
             :class:`kdcourse.data.TensorBatches`) it is called with the 0-based epoch.
-        loss_fn: ``loss_fn(logits, targets, *extras) -> scalar``; default cross-entropy.
+        loss_fn: the objective: a :class:`kdcourse.kd.method.Method` (its adapters are trained with the
+            model and saved in the checkpoint; the features it asks for are hooked on the model for the
+            run), or a function ``loss_fn(logits, targets, *extras) -> scalar`` called on float32 logits;
+            default cross-entropy.
         epochs: maximum number of epochs.
         val_data: ``(x_val, y_val)`` evaluated after each epoch (``x_val`` a tensor or an iterable
-            of input batches in a fixed order); the best epoch by ``val_metric`` is selected (and its
-            weights restored when ``restore_best``).
+            of input batches in a fixed order); the best epoch by ``val_metric`` is selected (and the
+            model's weights of that epoch restored when ``restore_best``; a method's adapters keep their last state).
         lr, weight_decay: optimiser settings (for SGD, ``weight_decay`` is the L2 penalty added to the gradient).
         optimizer: ``"adamw"`` (the fused kernel) or ``"sgd"`` (with ``momentum``), as in the thesis's regime.
         schedule: ``"constant"``, ``"cosine"`` (to zero over the run) or ``"onecycle"``, stepped per batch; or
@@ -258,14 +248,74 @@ def fit(
             of another run raises :class:`kdcourse.checkpoints.RunMismatchError` (a damaged one
             :class:`~kdcourse.checkpoints.CorruptCheckpointError`, a file that another process is
             training into :class:`~kdcourse.checkpoints.RunInUseError`), each naming the file.
-        seed: seeds the randomness drawn during training (dropout); initialise the model under
-            the same seed before calling ``fit`` for a fully reproducible run.
+        seed: seeds the randomness drawn during training (dropout); initialise the model (and a
+            method's adapters) under the same seed before calling ``fit`` for a fully reproducible run.
         amp_dtype: e.g. ``torch.bfloat16`` to run forward passes in mixed precision.
         progress: show a progress bar (default: :func:`progress_enabled`).
         class_logits: maps the model's outputs to class logits for validation (see :func:`evaluate`).
         val_metric: the validation metric that selects the best epoch, a name in :data:`METRICS`
             (``"accuracy"``; ``"auc"`` for a two-class problem with imbalanced classes).
     """
+    _check_arguments(epochs=epochs, schedule=schedule, plateau_patience=plateau_patience, val_data=val_data,
+                     optimizer=optimizer, momentum=momentum, lr=lr, early_stopping_patience=early_stopping_patience,
+                     val_metric=val_metric)
+    device = torch.device(device)
+    method = as_method(loss_fn)
+    model.to(device)
+    method.to(device)
+    opt = _make_optimizer(optimizer, _trained_parameters(model, method), lr, weight_decay, momentum, device)
+    scheduler = _make_scheduler(opt, schedule, epochs, len(train_batches), lr, plateau_patience)  # type: ignore[arg-type]
+    path = Path(checkpoint) if checkpoint is not None else None
+    identity = None
+    if path is not None:
+        # settings that only some runs have enter only there, so that a checkpoint written before they existed still matches
+        optional = ({"optimizer": "sgd", "momentum": momentum} if optimizer == "sgd" else {}) | (
+            {"plateau_patience": plateau_patience} if schedule == "plateau" else {})
+        identity = run_identity(model, train_batches, loss_fn, val_data, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                                schedule=schedule, early_stopping_patience=early_stopping_patience, seed=seed,
+                                val_metric=val_metric, class_logits=checkpoints.describe_callable(class_logits), **optional)
+    with checkpoints.RunLock(path) if path is not None else contextlib.nullcontext():  # one process per run
+        torch.manual_seed(seed)
+        run = _RunState(FitResult(metric=val_metric))
+        if path is not None and path.exists():
+            run = _resume(path, identity, model, method, opt, scheduler, device)
+            if run.result.finished:
+                return _finish(model, run, restore_best, path)
+        bar = _progress_bar(progress, epochs, len(run.result.history), description)
+        session: dict | None = None
+        with capture(model, method.student_features) as features:  # the hooks live as long as the run
+            for epoch in range(len(run.result.history), epochs):
+                session = session or _start_session(run.result)
+                start = time.perf_counter()
+                train_loss = _train_epoch(model, method, train_batches, features, opt, None if schedule == "plateau" else scheduler,
+                                          epoch=epoch, device=device, amp_dtype=amp_dtype)
+                record: dict = {"epoch": epoch + 1, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
+                if val_data is not None:
+                    scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype, class_logits=class_logits,
+                                      metric=val_metric)
+                    record.update({f"val_{name}": value for name, value in scores.items()})
+                    score = _select(run, model, scores, val_metric, epoch)
+                    if schedule == "plateau":
+                        scheduler.step(score.mean().item())
+                else:
+                    run.result.best_epoch = epoch + 1
+                stop = early_stopping_patience is not None and run.stale_epochs >= early_stopping_patience
+                _end_epoch(run.result, session, record, time.perf_counter() - start, stop=stop, last=epoch + 1 == epochs)
+                if path is not None:
+                    _save(path, identity, model, method, opt, scheduler, run, device)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(train_loss=f"{train_loss:.4f}")
+                if stop:
+                    break
+        if bar is not None:
+            bar.close()
+        return _finish(model, run, restore_best, path)
+
+
+def _check_arguments(*, epochs: int, schedule: str, plateau_patience: int, val_data: tuple | None, optimizer: str,
+                     momentum: float, lr: float, early_stopping_patience: int | None, val_metric: str) -> None:
+    """Raise ``ValueError`` naming the first of :func:`fit`'s settings that is out of range."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if schedule not in SCHEDULES:
@@ -281,144 +331,153 @@ def fit(
     if early_stopping_patience is not None and (val_data is None or early_stopping_patience < 1):
         raise ValueError("early stopping needs val_data and a patience >= 1")
     _metric(val_metric)
-    device = torch.device(device)
-    given_loss = loss_fn
-    loss_fn = loss_fn or (lambda logits, targets, *_: F.cross_entropy(logits.float(), targets))
-    model.to(device)
+
+
+def _trained_parameters(model: nn.Module, method: Method) -> list[nn.Parameter]:
+    """The model's parameters, then the method's own trainable ones (adapters; not a frozen teacher's)."""
+    parameters = list(model.parameters())
+    known = {id(p) for p in parameters}
+    return parameters + [p for p in method.parameters() if p.requires_grad and id(p) not in known]
+
+
+def _make_optimizer(name: str, parameters: list[nn.Parameter], lr: float, weight_decay: float, momentum: float,
+                    device: torch.device) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
     # the fused kernel makes one pass over each parameter: the update is memory-bound for MLPs
-    optimizer_name = optimizer
-    if optimizer_name == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
+
+
+@dataclass
+class _RunState:
+    """What a run carries from epoch to epoch besides the weights: its result so far and the model selection
+    (best weights, score ``(G,)`` and epoch ``(G,)`` per member; epochs since any member improved)."""
+
+    result: FitResult
+    best_state: dict[str, Tensor] | None = None
+    best_score: Tensor | None = None
+    best_epoch: Tensor | None = None
+    stale_epochs: int = 0
+
+
+def _train_epoch(model: nn.Module, method: Method, batches: Iterable, features: dict[str, Tensor],
+                 optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None, *, epoch: int,
+                 device: torch.device, amp_dtype: torch.dtype | None) -> float:
+    """One pass over ``batches`` (``scheduler`` stepped per batch); returns the mean training loss per sample."""
+    model.train()
+    method.train()
+    if hasattr(batches, "set_epoch"):
+        batches.set_epoch(epoch)
+    total_loss, total_count = torch.zeros(()), 0
+    for inputs, targets, *extras in batches:
+        inputs, targets = inputs.to(device), targets.to(device)
+        extras = [e.to(device) for e in extras]
+        with _autocast(amp_dtype, device):
+            outputs = model(inputs)  # the hooks fill ``features``
+        loss = method(outputs, targets, *extras, inputs=inputs, features=features)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.detach().cpu() * len(targets)
+        total_count += len(targets)
+    features.clear()  # let the last batch's activations go
+    return (total_loss / total_count).item()
+
+
+def _select(run: _RunState, model: nn.Module, scores: dict, metric: str, epoch: int) -> Tensor:
+    """Keep the weights of each member whose validation ``metric`` improved; returns this epoch's scores ``(G,)``."""
+    score = torch.tensor(_as_list(scores[metric]))
+    state_now = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if run.best_state is None:
+        improved = torch.ones_like(score, dtype=torch.bool)
+        run.best_state, run.best_score, run.best_epoch = state_now, score, torch.full_like(score, epoch + 1)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
-    scheduler = _make_scheduler(optimizer, schedule, epochs, len(train_batches), lr, plateau_patience)  # type: ignore[arg-type]
-    per_batch = scheduler is not None and schedule != "plateau"
-
-    path = Path(checkpoint) if checkpoint is not None else None
-    identity = None
-    if path is not None:
-        # settings that only some runs have enter only there, so that a checkpoint written before they existed still matches
-        optional = ({"optimizer": "sgd", "momentum": momentum} if optimizer_name == "sgd" else {}) | (
-            {"plateau_patience": plateau_patience} if schedule == "plateau" else {})
-        identity = run_identity(model, train_batches, given_loss, val_data, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                                schedule=schedule, early_stopping_patience=early_stopping_patience, seed=seed,
-                                val_metric=val_metric, class_logits=checkpoints.describe_callable(class_logits), **optional)
-    with checkpoints.RunLock(path) if path is not None else contextlib.nullcontext():  # one process per run
-        result = FitResult(metric=val_metric)
-        best_state: dict[str, Tensor] | None = None
-        best_score: Tensor | None = None  # (G,) best validation score per member
-        best_epoch: Tensor | None = None
-        stale_epochs = 0
-        torch.manual_seed(seed)
-        if path is not None and path.exists():
-            state = checkpoints.load(path, map_location=device)
-            _check_same_run(path, state.get("identity") if isinstance(state, dict) else None, identity)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            if state.get("cuda_rng") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            best_state, best_score, best_epoch = state["best_model"], state["best_score"], state["best_epoch"]
-            stale_epochs = state["stale_epochs"]
-            result = FitResult(**state["result"])
-            if result.finished:
-                if restore_best and best_state is not None:
-                    model.load_state_dict(best_state)
-                provenance.note_training(str(path), result.sessions)
-                return result
-
-        show = progress_enabled() if progress is None else progress
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=epochs, initial=len(result.history), desc=description, leave=False)
-        session: dict | None = None
-        for epoch in range(len(result.history), epochs):
-            if session is None:
-                session = {"commit": provenance.code_commit(), "device": provenance.device_description(),
-                           "started": provenance.utc_now(), "ended": None, "epochs": 0, "seconds": 0.0}
-                result.sessions.append(session)
-            start = time.perf_counter()
-            model.train()
-            if hasattr(train_batches, "set_epoch"):
-                train_batches.set_epoch(epoch)
-            total_loss, total_count = torch.zeros(()), 0
-            for inputs, targets, *extras in train_batches:
-                inputs, targets = inputs.to(device), targets.to(device)
-                extras = [e.to(device) for e in extras]
-                with _autocast(amp_dtype, device):
-                    logits = model(inputs)
-                loss = loss_fn(logits.float(), targets, *extras)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if per_batch:
-                    scheduler.step()
-                total_loss += loss.detach().cpu() * len(targets)
-                total_count += len(targets)
-            record: dict = {"epoch": epoch + 1, "train_loss": (total_loss / total_count).item(), "lr": optimizer.param_groups[0]["lr"]}
-            if val_data is not None:
-                scores = evaluate(model, *val_data, device=device, amp_dtype=amp_dtype, class_logits=class_logits,
-                                  metric=val_metric)
-                record.update({f"val_{name}": value for name, value in scores.items()})
-                score = torch.tensor(_as_list(scores[val_metric]))
-                state_now = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if best_state is None:
-                    improved = torch.ones_like(score, dtype=torch.bool)
-                    best_state, best_score, best_epoch = state_now, score, torch.full_like(score, epoch + 1)
-                else:
-                    improved = score > best_score
-                    for key, value in state_now.items():
-                        if value.dim() == 0 or len(improved) == 1:
-                            if improved.all():
-                                best_state[key] = value
-                        else:
-                            best_state[key][improved] = value[improved]
-                    best_score = torch.where(improved, score, best_score)
-                    best_epoch = torch.where(improved, torch.full_like(score, epoch + 1), best_epoch)
-                stale_epochs = 0 if improved.any() else stale_epochs + 1
-                if schedule == "plateau":
-                    scheduler.step(score.mean().item())
-                stacked = isinstance(scores["accuracy"], list)
-                result.best_val_score = best_score.tolist() if stacked else best_score.item()
-                result.best_epoch = best_epoch.int().tolist() if stacked else int(best_epoch.item())
+        improved = score > run.best_score
+        for key, value in state_now.items():
+            if value.dim() == 0 or len(improved) == 1:
+                if improved.all():
+                    run.best_state[key] = value
             else:
-                result.best_epoch = epoch + 1
-            record["seconds"] = time.perf_counter() - start
-            result.history.append(record)
-            session.update(ended=provenance.utc_now(), epochs=session["epochs"] + 1,
-                           seconds=round(session["seconds"] + record["seconds"], 3))
-            stop = early_stopping_patience is not None and stale_epochs >= early_stopping_patience
-            result.stopped_early = stop
-            result.finished = stop or epoch + 1 == epochs
-            if path is not None:
-                checkpoints.save(
-                    {
-                        "identity": identity,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                        "best_model": best_state,
-                        "best_score": best_score,
-                        "best_epoch": best_epoch,
-                        "stale_epochs": stale_epochs,
-                        "result": asdict(result),
-                    },
-                    path,
-                )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(train_loss=f"{record['train_loss']:.4f}")
-            if stop:
-                break
-        if bar is not None:
-            bar.close()
-        if restore_best and best_state is not None:
-            model.load_state_dict(best_state)
-        provenance.note_training(str(path) if path is not None else f"unsaved-{id(result)}", result.sessions)
-        return result
+                run.best_state[key][improved] = value[improved]
+        run.best_score = torch.where(improved, score, run.best_score)
+        run.best_epoch = torch.where(improved, torch.full_like(score, epoch + 1), run.best_epoch)
+    run.stale_epochs = 0 if improved.any() else run.stale_epochs + 1
+    stacked = isinstance(scores["accuracy"], list)
+    run.result.best_val_score = run.best_score.tolist() if stacked else run.best_score.item()
+    run.result.best_epoch = run.best_epoch.int().tolist() if stacked else int(run.best_epoch.item())
+    return score
+
+
+def _start_session(result: FitResult) -> dict:
+    """A new entry of ``result.sessions`` for this process: which code, on which device, since when."""
+    session = {"commit": provenance.code_commit(), "device": provenance.device_description(),
+               "started": provenance.utc_now(), "ended": None, "epochs": 0, "seconds": 0.0}
+    result.sessions.append(session)
+    return session
+
+
+def _end_epoch(result: FitResult, session: dict, record: dict, seconds: float, *, stop: bool, last: bool) -> None:
+    """Append the epoch's ``record`` (with its wall time) to the history and count it in the session."""
+    record["seconds"] = seconds
+    result.history.append(record)
+    session.update(ended=provenance.utc_now(), epochs=session["epochs"] + 1, seconds=round(session["seconds"] + seconds, 3))
+    result.stopped_early = stop
+    result.finished = stop or last
+
+
+def _save(path: Path, identity: dict[str, str] | None, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
+          scheduler: object | None, run: _RunState, device: torch.device) -> None:
+    """Write everything the next epoch depends on, atomically (:func:`kdcourse.checkpoints.save`)."""
+    checkpoints.save(
+        {
+            "identity": identity,
+            "model": model.state_dict(),
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "best_model": run.best_state,
+            "best_score": run.best_score,
+            "best_epoch": run.best_epoch,
+            "stale_epochs": run.stale_epochs,
+            "result": asdict(run.result),
+        },
+        path,
+    )
+
+
+def _resume(path: Path, identity: dict[str, str] | None, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
+            scheduler: object | None, device: torch.device) -> _RunState:
+    """Load the checkpoint at ``path`` (after checking that it holds this run) into the model, the method,
+    the optimiser, the scheduler and the random number generators; returns the run's state."""
+    state = checkpoints.load(path, map_location=device)
+    checkpoints.check_same_run(path, state.get("identity") if isinstance(state, dict) else None, identity)
+    model.load_state_dict(state["model"])
+    method.load_state_dict(state.get("method", {}))  # checkpoints written before methods had state hold none
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return _RunState(FitResult(**state["result"]), state["best_model"], state["best_score"], state["best_epoch"],
+                     state["stale_epochs"])
+
+
+def _progress_bar(progress: bool | None, epochs: int, done: int, description: str) -> object | None:
+    if not (progress_enabled() if progress is None else progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs, initial=done, desc=description, leave=False)
+
+
+def _finish(model: nn.Module, run: _RunState, restore_best: bool, path: Path | None) -> FitResult:
+    """Restore the best weights (when asked and known), note the run's sessions and return its result."""
+    if restore_best and run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    provenance.note_training(str(path) if path is not None else f"unsaved-{id(run.result)}", run.result.sessions)
+    return run.result

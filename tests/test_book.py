@@ -1,13 +1,15 @@
-"""Tests of kdcourse.course.book: finding, converting and executing chapters, and staging the build."""
+"""Tests of kdcourse.course.book (finding, converting and executing chapters) and kdcourse.course.build
+(staging and building the HTML book)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from kdcourse.course import book
+from kdcourse.course import book, build
 
 FRONT_MATTER = """---
 jupytext:
@@ -107,7 +109,7 @@ def test_build_html_refuses_without_executed_notebooks(repo: Path, tmp_path: Pat
     executed.mkdir()
     (executed / "b.ipynb").write_text("{}")
     with pytest.raises(FileNotFoundError, match="no executed notebook for a .*kdcourse execute a"):
-        book.build_html(executed, root=repo)
+        build.build_html(executed, root=repo)
 
 
 def test_cli_reports_errors_without_a_traceback(
@@ -125,7 +127,7 @@ def test_cli_reports_errors_without_a_traceback(
 def test_staged_links_to_notebook_chapters_point_at_the_notebooks(tmp_path: Path) -> None:
     page = tmp_path / "intro.md"
     page.write_text("[a](a.md), [b](./a.md#part), [plain](p.md), [other](ab.md), {doc}`a`\n")
-    book._retarget_links(tmp_path, ["a"])
+    build._retarget_links(tmp_path, ["a"])
     assert page.read_text() == "[a](a.ipynb), [b](./a.ipynb#part), [plain](p.md), [other](ab.md), {doc}`a`\n"
 
 
@@ -164,17 +166,17 @@ def test_smoke_notice_goes_under_the_title_of_smoke_pages_only() -> None:
     import nbformat
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title\n\nFirst paragraph.")])
-    assert not book.add_smoke_notice(nb)  # no recorded profile: left alone
+    assert not build.add_smoke_notice(nb)  # no recorded profile: left alone
     nb.metadata["kdcourse"] = {"profile": "full"}
-    assert not book.add_smoke_notice(nb)
+    assert not build.add_smoke_notice(nb)
     nb.metadata["kdcourse"] = {"profile": "smoke"}
-    assert book.add_smoke_notice(nb)
+    assert build.add_smoke_notice(nb)
     lines = nb.cells[0].source.splitlines()
     assert lines[0] == "# Title" and lines[2] == "```{warning}" and "smoke profile" in lines[3]
     assert lines[-1] == "First paragraph."
     page = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Recorded results")])
     page.metadata["kdcourse"] = {"profile": "smoke", "same_in_every_profile": True}
-    assert not book.add_smoke_notice(page)  # its content does not depend on the profile
+    assert not build.add_smoke_notice(page)  # its content does not depend on the profile
 
 
 @pytest.mark.parametrize("bad", ["EXTRA", "PROFILE='full'", "EXTRA=not a literal", "1X=2"])
@@ -213,3 +215,26 @@ def test_a_failing_chapter_side_by_side_is_named_with_its_log(repo: Path, tmp_pa
     (repo / "book" / "b.md").write_text(notebook("raise ValueError('boom')"))
     with pytest.raises(RuntimeError, match=r"(?s)chapter 'b' failed on device \d \(log: .*log\.txt\).*boom"):
         book.execute_chapters(profile="smoke", out_dir=tmp_path / "executed", root=repo, devices=["0", "1"])
+
+
+def test_a_built_page_with_math_loads_mathjax_from_the_build(repo: Path, tmp_path: Path) -> None:
+    """The book's own configuration: a page with a formula references a MathJax script of the site."""
+    import re
+
+    import nbformat
+
+    real = book.repo_root()
+    shutil.copy2(real / "_config.yml", repo / "_config.yml")
+    shutil.copy2(real / "book" / "references.bib", repo / "book" / "references.bib")
+    (repo / "book" / "p.md").write_text("# Plain page\n\nThe loss is $T^2 \\cdot \\mathrm{KL}$.\n")
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    for name in ("a", "b"):
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {name}")]),
+                       executed / f"{name}.ipynb")
+    index = build.build_html(executed, out_dir=tmp_path, root=repo)
+    page = (index.parent / "book" / "p.html").read_text(encoding="utf-8")
+    scripts = re.findall(r'<script[^>]*src="([^"?]*mathjax[^"?]*)', page)
+    assert scripts and not any("://" in src for src in scripts), scripts
+    assert all((index.parent / "book" / src).resolve().is_file() for src in scripts)
+    assert (index.parent / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()

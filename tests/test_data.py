@@ -177,6 +177,22 @@ def test_image_and_label_counts_of_a_split_must_agree(mnist_root: Path, mnist_fi
     assert "t10k-labels-idx1-ubyte" in str(info.value)
 
 
+def test_label_outside_0_to_9_is_refused_naming_the_file(mnist_root: Path) -> None:
+    path = mnist_root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    content = bytearray(path.read_bytes())
+    content[8 + 17] = 200  # after the 8-byte header: the label of image 17
+    path.write_bytes(bytes(content))
+    with pytest.raises(CorruptDataError, match="train-labels-idx1-ubyte holds 1 label.*outside 0–9.*200 at index 17") as info:
+        load_mnist(mnist_root, val_size=50, download=False)
+    assert str(path) in str(info.value)
+
+
+def test_loaded_data_names_its_classes_normalisation_and_source(mnist_root: Path) -> None:
+    dataset = load_mnist(mnist_root, val_size=50, download=False)
+    assert dataset.classes == tuple("0123456789") and dataset.source == "MNIST"
+    assert (dataset.mean, dataset.std) == ((MNIST_MEAN,), (MNIST_STD,))
+
+
 def test_any_consistent_number_of_images_loads(tmp_path: Path, mnist_files) -> None:
     root = mnist_files.write_mnist(tmp_path, n_train=40, n_test=7)
     dataset = load_mnist(root, val_size=10, download=False)
@@ -219,6 +235,20 @@ def test_image_split_subset_and_head() -> None:
     assert torch.equal(split.subset(torch.tensor([3, 1])).y, torch.tensor([3, 1]))
     assert len(split.head(4)) == 4 and torch.equal(split.head(4).x.flatten(), torch.arange(4.0))
     assert split.head(None) is split
+    assert split.subset(torch.tensor([3, 1])).names is None and split.head(4).extras == {}
+
+
+def test_image_split_keeps_names_and_extras_aligned() -> None:
+    split = kd_data.ImageSplit(torch.arange(5.0).view(5, 1, 1, 1), torch.arange(5), tuple("abcde"), {"votes": torch.arange(5) * 10})
+    part = split.subset(torch.tensor([4, 0]))
+    assert part.names == ("e", "a") and torch.equal(part.extras["votes"], torch.tensor([40, 0]))
+    assert torch.equal(part.x.flatten(), torch.tensor([4.0, 0.0]))
+    head = split.head(2)
+    assert head.names == ("a", "b") and torch.equal(head.extras["votes"], torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match="votes"):
+        kd_data.ImageSplit(split.x, split.y, None, {"votes": torch.arange(4)})
+    with pytest.raises(ValueError, match="names"):
+        kd_data.ImageSplit(split.x, split.y, ("a",))
 
 
 # ---------------------------------------------------------------- batches

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from kdcourse.data import load_mnist
 from kdcourse.stats import paired_effect
 from kdcourse.studies import mnist_eskd
+from kdcourse.studies import mnist_eskd_findings as report
 
 SEEDS = (0, 1)
 
@@ -72,3 +76,72 @@ def test_bad_configuration_raises(tmp_path) -> None:
         mnist_eskd.run_study(mnist_eskd.config_for("smoke", teacher_sizes=("huge",)), None, run_root=tmp_path)
     with pytest.raises(ValueError, match="alpha"):
         mnist_eskd.run_study(mnist_eskd.config_for("smoke", alpha=2.0), None, run_root=tmp_path)
+
+
+# --- the chapter's tables and sentences (kdcourse.studies.mnist_eskd_findings), on the recorded run ---
+
+RECORDED = Path(__file__).resolve().parents[1] / "book" / "results" / "full" / "mnist_eskd.json"
+
+
+@pytest.fixture(scope="module")
+def recorded_runs() -> pd.DataFrame:
+    return pd.DataFrame(json.loads(RECORDED.read_text())["results"]["runs"]).drop(columns="index")
+
+
+def test_analyse_picks_both_epochs_on_validation_and_pairs_by_seed(recorded_runs) -> None:
+    found = report.analyse(recorded_runs)
+    assert found["reference"] == mnist_eskd.chosen_epoch(recorded_runs, "teacher_val_accuracy")
+    assert found["chosen"] == mnist_eskd.chosen_epoch(recorded_runs, "student_val_accuracy")
+    assert found["by_epoch"].index.tolist() == list(range(1, found["last"] + 1))
+    assert list(found["by_size"].index) == ["cnn", "small cnn", "mlp 784-64-10", "none"]
+    effects = found["size_effects"].set_index("comparison")
+    small = recorded_runs[recorded_runs.teacher == "small cnn"].set_index("seed").student_test_accuracy
+    cnn = recorded_runs[(recorded_runs.teacher == "cnn") & (recorded_runs.teacher_epoch == found["last"])]
+    expected = paired_effect(small, cnn.set_index("seed").student_test_accuracy)
+    assert effects.loc["small CNN student − CNN student", "mean"] == pytest.approx(expected.mean)
+    assert effects.loc["small CNN student − CNN student", "verdict"] == expected.verdict
+
+
+def test_the_sentences_quote_the_effects_of_the_tables(recorded_runs) -> None:
+    found = report.analyse(recorded_runs)
+    text = report.conclusions(found)
+    size = found["size_effects"].set_index(["kind", "teacher", "against"])
+    small = report.as_effect(size.loc[("student", "small cnn", "cnn")])
+    assert small.describe() in text and "over the three seeds" in text
+    assert report.choice_text(found) in text
+    design = report.design_text(json.loads(RECORDED.read_text())["results"]["config"])
+    assert "For each of three seeds" in design and "a small CNN (" in design and "an MLP 784-64-10 (" in design
+
+
+def test_an_early_teacher_that_teaches_better_on_every_seed_is_said_so() -> None:
+    rows = []
+    for seed in (0, 1, 2):
+        for epoch, student in ((1, 0.95), (2, 0.97 + 0.001 * seed), (3, 0.96)):
+            rows.append({"seed": seed, "experiment": "teacher epoch", "teacher": "cnn", "teacher_epoch": epoch,
+                         "teacher_test_accuracy": 0.9 + 0.01 * epoch, "teacher_val_accuracy": 0.9 + 0.01 * epoch,
+                         "student_test_accuracy": student, "student_val_accuracy": student, "seconds": 1.0})
+        rows.append({"seed": seed, "experiment": "baseline", "teacher": "none", "teacher_epoch": 0,
+                     "teacher_test_accuracy": float("nan"), "teacher_val_accuracy": float("nan"),
+                     "student_test_accuracy": 0.94, "student_val_accuracy": 0.94, "seconds": 1.0})
+    found = report.analyse(pd.DataFrame(rows))
+    assert (found["reference"], found["chosen"]) == (3, 2)
+    against_reference, _ = report._epoch_effects(found)
+    assert against_reference[2].clears_noise and against_reference[2].mean == pytest.approx(1.1)
+    assert report._epoch_head(found, against_reference).startswith(
+        "**An early-stopped teacher was the better teacher for epoch 2.**")
+    assert "the students' validation accuracy picks epoch 2" in report.choice_text(found)
+
+
+def test_the_result_record_is_json_and_keeps_the_runs(recorded_runs) -> None:
+    config = mnist_eskd.config_for("full")
+    record = report.result_record(report.analyse(recorded_runs), recorded_runs, config)
+    assert json.loads(json.dumps(record))["runs"][0]["seed"] == recorded_runs.seed.iloc[0]
+    assert record["config"]["seeds"] == [0, 1, 2] and record["reference_epoch"] == report.analyse(recorded_runs)["reference"]
+    assert any(name.startswith("Students against the reference teacher's student (epoch") for name in record["tables"])
+
+
+def test_counts_and_lists_read_as_prose() -> None:
+    from kdcourse.course.findings import in_words, listing
+
+    assert [in_words(n) for n in (1, 3, 12, 13)] == ["one", "three", "twelve", "13"]
+    assert [listing(items) for items in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == ["", "a", "a and b", "a, b and c"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdcourse.explain import LimeMap, lime_explanation
+from kdcourse.explain import LimeMap, foreground_shares, lime_explanation
 
 BLOBS = [(3, 3), (3, 17), (17, 3), (17, 17), (8, 8), (8, 22), (22, 8), (22, 22)]
 
@@ -142,3 +142,19 @@ def test_shap_maps_explain_the_predicted_class_and_add_up():
         expected = logits[torch.arange(4), predicted] - model(background)[:, predicted].mean(0)
     # for a linear model expected gradients are exact: the attributions sum to logit − background logit
     np.testing.assert_allclose(maps.reshape(4, -1).sum(1), expected.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_foreground_shares_score_each_image_on_its_own_mask():
+    # a linear model on 4 x 4 images whose class-0 logit reads only the left half: its SHAP mass lies there
+    torch.manual_seed(0)
+    weights = torch.zeros(2, 1, 4, 4)
+    weights[0, :, :, :2] = 1.0
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2, bias=False))
+    model[1].weight.data = weights.flatten(1)
+    images = torch.rand(3, 1, 4, 4) + 1.0  # class 0 predicted for every image
+    left = np.zeros((4, 4), dtype=bool)
+    left[:, :2] = True
+    shares = foreground_shares(model, images, torch.zeros(2, 1, 4, 4), np.stack([left, ~left, left]), samples=20)
+    assert shares.shape == (3,) and shares[[0, 2]] == pytest.approx(1.0) and shares[1] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="one mask per image"):
+        foreground_shares(model, images, torch.zeros(2, 1, 4, 4), np.stack([left, left]), samples=5)

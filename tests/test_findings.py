@@ -62,3 +62,10 @@ def test_every_finished_chapter_has_its_recorded_results() -> None:
         assert payload["provenance"]["profile"] == "full" and len(payload["provenance"]["seeds"]) >= 3
         text = (book / f"{chapter}.md").read_text()
         assert "findings.frame(" in text or "findings.value(" in text, f"{chapter} does not draw its findings through kdcourse.course.findings"
+
+
+def test_device_is_the_recorded_runs_in_smoke_and_this_machines_in_full(recorded: pd.DataFrame) -> None:
+    from kdcourse.provenance import device_description
+
+    assert findings.device("chapter", "smoke") == findings.recorded("chapter")["provenance"]["device"]
+    assert findings.device("chapter", "full") == device_description()

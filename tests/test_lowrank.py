@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcourse.kd.hinton import distillation_loss
+from kdcourse.kd.hinton import HintonKD, distillation_loss
 from kdcourse.lowrank import (
+    NuclearPenalty,
     factorise_linear,
     first_linear,
     linear_macs,
     nuclear_norm,
-    nuclear_penalty_loss,
     replace_first_linear,
     singular_values,
 )
@@ -68,14 +68,14 @@ def test_penalty_loss_adds_beta_times_the_nuclear_norm() -> None:
     model = mlp([8], in_features=12, num_classes=3)
     x, y, teacher = torch.randn(5, 12), torch.tensor([0, 1, 2, 0, 1]), torch.randn(5, 3)
 
-    def base(logits: torch.Tensor, targets: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(logits, soft, targets, 2.0, 0.5)
-
+    base = HintonKD(2.0, 0.5)
     logits = model(x)
-    penalised = nuclear_penalty_loss(base, model, beta=0.25)(logits, y, teacher)
-    expected = base(logits, y, teacher) + 0.25 * torch.linalg.svdvals(model[1].weight.detach()).sum()
+    penalised = NuclearPenalty(base, model, beta=0.25)(logits, y, teacher)
+    expected = distillation_loss(logits, teacher, y, 2.0, 0.5) + 0.25 * torch.linalg.svdvals(model[1].weight.detach()).sum()
     torch.testing.assert_close(penalised, expected)
-    torch.testing.assert_close(nuclear_penalty_loss(base, model, beta=0)(logits, y, teacher), base(logits, y, teacher))
+    torch.testing.assert_close(NuclearPenalty(base, model, beta=0)(logits, y, teacher), base(logits, y, teacher))
+    assert NuclearPenalty(base, model, beta=0.25).extra_repr() == "beta=0.25, every=1, layer='1'"
+    assert list(NuclearPenalty(base, model, beta=0.25).parameters()) == []  # the layer is the student's, not the method's
     # the penalty's gradient reaches the first layer only through W₁ (β · U Vᵀ on top of the base gradient)
     penalised.backward()
     assert model[1].weight.grad is not None
@@ -84,7 +84,7 @@ def test_penalty_loss_adds_beta_times_the_nuclear_norm() -> None:
 def test_penalty_loss_follows_the_training_updates() -> None:
     torch.manual_seed(0)
     model = mlp([8], in_features=12, num_classes=3)
-    loss_fn = nuclear_penalty_loss(lambda logits, targets: F.cross_entropy(logits, targets), model, beta=1.0)
+    loss_fn = NuclearPenalty(lambda logits, targets: F.cross_entropy(logits, targets), model, beta=1.0)
     logits, y = model(torch.randn(4, 12)).detach(), torch.tensor([0, 1, 2, 0])
     before = loss_fn(logits, y)
     with torch.no_grad():
@@ -96,7 +96,7 @@ def test_penalty_loss_follows_the_training_updates() -> None:
 @pytest.mark.parametrize("beta", [-0.1, math.nan, math.inf])
 def test_penalty_loss_rejects_a_bad_beta(beta: float) -> None:
     with pytest.raises(ValueError, match="beta"):
-        nuclear_penalty_loss(F.cross_entropy, mlp([4], in_features=6, num_classes=2), beta)
+        NuclearPenalty(F.cross_entropy, mlp([4], in_features=6, num_classes=2), beta)
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (5, 7)])

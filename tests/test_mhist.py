@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from kdcourse.data import (
+    MHIST_CLASSES,
     MHIST_COLUMNS,
     MHIST_URL,
     CorruptDataError,
@@ -22,7 +23,9 @@ from kdcourse.data import (
     load_mhist,
     normalise_images,
     stratified_split,
+    write_generated_mhist,
 )
+from kdcourse.data.mhist import available
 from kdcourse.paths import DATA_ENV
 
 # (stem, label, SSA votes, partition): 10 HP + 5 SSA for training, 4 HP + 3 SSA for testing
@@ -83,7 +86,7 @@ def root(template: Path, tmp_path: Path) -> Path:
 
 
 def by_name(data) -> dict[str, tuple[torch.Tensor, int, int]]:
-    return {name.split(".")[0]: (split.x[i], int(split.y[i]), int(split.votes[i]))
+    return {name.split(".")[0]: (split.x[i], int(split.y[i]), int(split.extras["votes"][i]))
             for split in (data.train, data.val, data.test) for i, name in enumerate(split.names)}
 
 
@@ -95,7 +98,7 @@ def test_loads_png_and_jpg_images_with_their_labels_votes_and_names(template: Pa
     assert (len(data.train), len(data.val), len(data.test)) == (12, 3, 7)
     for split in (data.train, data.val, data.test):
         assert split.x.shape == (len(split), 3, 224, 224) and split.x.dtype == torch.uint8
-        assert split.y.dtype == torch.int64 and split.votes.dtype == torch.int64
+        assert split.y.dtype == torch.int64 and split.extras["votes"].dtype == torch.int64
         assert len(split.names) == len(split)
     samples = by_name(data)
     assert sorted(samples) == sorted(stem for stem, *_ in ROWS)
@@ -109,7 +112,8 @@ def test_loads_png_and_jpg_images_with_their_labels_votes_and_names(template: Pa
     assert f"{CSV_JPG}.jpg" in data.train.names + data.val.names
     part = data.test.subset(torch.tensor([4, 1]))
     assert part.names == (data.test.names[4], data.test.names[1]) and torch.equal(part.x[1], data.test.x[1])
-    assert torch.equal(part.votes, data.test.votes[[4, 1]]) and torch.equal(part.y, data.test.y[[4, 1]])
+    assert torch.equal(part.extras["votes"], data.test.extras["votes"][[4, 1]]) and torch.equal(part.y, data.test.y[[4, 1]])
+    assert data.classes == ("HP", "SSA") and data.source == "MHIST"
 
 
 def test_splits_follow_the_partition_and_validation_is_stratified_seeded_and_disjoint(template: Path) -> None:
@@ -232,6 +236,15 @@ def test_csv_without_rows_is_rejected(root: Path) -> None:
         load_mhist(root)
 
 
+@pytest.mark.parametrize("partition", ["train", "test"])
+def test_one_image_listed_twice_under_two_extensions_is_refused_naming_both_rows(root: Path, partition: str) -> None:
+    rows = csv_rows()
+    rows.append(["MHIST_003.jpg", "HP", "3", partition])  # line 2 + 3 lists MHIST_003.png: the same image
+    write_csv(root / "mhist" / "annotations.csv", rows)
+    with pytest.raises(CorruptDataError, match=r"line 24: MHIST_003.jpg is listed twice: line 5 lists MHIST_003.png"):
+        load_mhist(root)
+
+
 def test_missing_image_names_both_names_tried(root: Path) -> None:
     images = root / "mhist" / "images"
     (images / "MHIST_003.png").unlink()
@@ -340,3 +353,47 @@ def test_image_transform_batches_are_augmented_normalised_and_reproducible() -> 
 
     plain = TensorBatches(x, y, batch_size=8, shuffle=False, transform=ImageTransform(mean, std, augment=False))
     assert torch.equal(torch.cat([xb for xb, _ in plain]), normalise_images(x, mean, std))
+
+
+# ---------------------------------------------------------------- missing or damaged: what a smoke run may replace
+
+
+def test_available_is_false_only_when_mhist_is_not_there_at_all(root: Path, tmp_path: Path) -> None:
+    assert available(root) and available(root / "mhist")
+    assert not available(tmp_path / "nothing") and not available(tmp_path / "nothing" / "mhist")
+    shutil.rmtree(root / "mhist")
+    assert not available(root)
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "match"),
+    [
+        ("image", MissingDataError, "MHIST_003"),
+        ("images folder", MissingDataError, "images"),
+        ("csv", MissingDataError, "annotations.csv"),
+        ("row", CorruptDataError, "unknown label 'TA'"),
+    ],
+)
+def test_available_raises_for_a_damaged_copy(root: Path, damage: str, error: type, match: str) -> None:
+    folder = root / "mhist"
+    if damage == "image":
+        (folder / "images" / "MHIST_003.png").unlink()
+    elif damage == "images folder":
+        shutil.rmtree(folder / "images")
+    elif damage == "csv":
+        (folder / "annotations.csv").unlink()
+    else:
+        rows = csv_rows()
+        rows[4][1] = "TA"
+        write_csv(folder / "annotations.csv", rows)
+    with pytest.raises(error, match=match):
+        available(root)
+
+
+def test_generated_stand_in_is_available_and_says_it_is_generated(tmp_path: Path) -> None:
+    folder = write_generated_mhist(tmp_path, per_partition=6)
+    assert available(tmp_path)
+    data = load_mhist(tmp_path, size=32, val_fraction=0.5)
+    assert data.source == "generated stand-in for MHIST" and data.classes == MHIST_CLASSES
+    assert ((data.test.extras["votes"] >= 4).long() == data.test.y).all()
+    assert folder == tmp_path / "mhist"

@@ -1,7 +1,10 @@
 """The MHIST study at smoke scale on a generated set in MHIST's layout: every arm, resumption, the
-seeds' pair with random weights, and the clear error when its pretrained weights are missing."""
+seeds' pair with random weights, the clear error when its pretrained weights are missing, and the
+chapter's tables, sentences and saved record of a live run."""
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
@@ -9,14 +12,16 @@ import torch
 
 from kdcourse import data
 from kdcourse.backbones import MissingWeightsError
+from kdcourse.paths import DATA_ENV
 from kdcourse.studies import mhist
+from kdcourse.studies import mhist_findings as report
 
 SMOKE = {"seeds": (0, 1), "size": 32, "limit": 12, "batch_size": 8, "head_epochs": 1, "finetune_epochs": 1,
          "pretrained": False, "data": "generated", "mixed_precision": False}
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> data.MhistData:
+def generated(tmp_path_factory) -> data.ImageData:
     folder = tmp_path_factory.mktemp("generated")
     data.write_generated_mhist(folder, per_partition=24)
     return data.load_mhist(folder, size=SMOKE["size"], limit=SMOKE["limit"])
@@ -33,7 +38,7 @@ def outcome(generated, tmp_path_factory) -> tuple[mhist.MhistOutcome, mhist.Mhis
 def test_generated_set_has_mhist_layout_and_both_classes(generated):
     for split in (generated.train, generated.val, generated.test):
         assert split.x.dtype == torch.uint8 and set(split.y.tolist()) == {0, 1}
-        assert ((split.votes >= 4).long() == split.y).all()
+        assert ((split.extras["votes"] >= 4).long() == split.y).all()
 
 
 def test_every_arm_is_trained_for_every_seed(outcome):
@@ -89,3 +94,38 @@ def test_seeds_pair_full_profile_stops_on_missing_weights(monkeypatch, tmp_path)
 def test_impossible_settings_are_refused(bad, tmp_path):
     with pytest.raises(ValueError):
         mhist.run_study(mhist.config_for("smoke", **bad), None, run_root=tmp_path)
+
+
+def test_findings_of_a_live_run_render_every_table_and_sentence(outcome):
+    first, _ = outcome
+    found = report.read_findings("full", first)  # the full profile reads the live run
+    assert list(found.summary.index) == list(dict.fromkeys(first.runs.arm))
+    assert set(found.seed_effect) == set(mhist.COMPARISONS)
+    assert found.auc("kd").count("±") == 1
+    table = report.effects_table(found.comparison)
+    assert len(table.frame) == len(mhist.COMPARISONS)
+    assert table.frame.comparison.iloc[2] == "student, KD − student, pretrained, labels only"
+    assert "student, KD" in report.summary_table(found.summary, "every arm").frame.arm.tolist()
+    for text in (report.imagenet_text(found), report.distillation_text(found)):
+        assert "points" in text and "nan" not in text
+    study = {"seeds": [0, 1], "pair": "offline", "size": 32}
+    assert "2 seeds and" in report.conclusion_text(found, study)
+    assert report.reported_table(found.summary).frame.shape == (len(report.REPORTED), 4)
+
+
+def test_the_saved_record_is_json_and_holds_every_arm(outcome):
+    first, _ = outcome
+    costs = pd.DataFrame([{"role": "student", "network": "n", "parameters": 10, "MACs": 1.5, "latency": 2.0}])
+    record = report.result_record(first, "generated", costs)
+    assert json.loads(json.dumps(record))["scores"].keys() == first.scores.keys()
+    assert record["config"]["seeds"] == [0, 1] and record["data"] == "generated"
+    assert record["summary"].startswith("teacher, pretrained ") and record["summary"].endswith("seeds [0, 1])")
+
+
+def test_a_smoke_run_stands_in_generated_images_only_when_mhist_is_absent(monkeypatch, tmp_path):
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    config, dataset, source = report.study_inputs("smoke", mhist.config_for("smoke", pretrained=False))
+    assert source == "generated" and config.data == "generated" and len(dataset.test) > 0
+    assert report.inputs_text(config, dataset, source).startswith("SMOKE RUN ON GENERATED IMAGES")
+    with pytest.raises(data.MissingDataError):
+        report.study_inputs("full", mhist.config_for("full"))

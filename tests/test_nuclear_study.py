@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kdcourse.data import load_eurosat, load_mnist
-from kdcourse.lowrank import nuclear_norm, nuclear_penalty_loss
+from kdcourse.lowrank import NuclearPenalty, nuclear_norm
 from kdcourse.models import mlp
-from kdcourse.studies import mnist_distillation, nuclear
+from kdcourse.studies import mnist_teacher, nuclear
+from kdcourse.studies import nuclear_findings as report
 from test_eurosat import write_eurosat
 
 SEEDS = (0, 1)
@@ -20,16 +24,11 @@ SEEDS = (0, 1)
 def mnist_outcome(tmp_path_factory: pytest.TempPathFactory, mnist_files) -> dict:
     root = mnist_files.write_mnist(tmp_path_factory.mktemp("mnist"), n_train=300, n_test=100)
     dataset = load_mnist(root, val_size=50, download=False)
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setitem(mnist_distillation.PROFILES, "smoke", mnist_distillation.config_for(
-        "smoke", val_size=50, train_samples=None, teacher_epochs=1, mixed_precision=False))
     config = nuclear.config_for("smoke", seeds=SEEDS, betas=(0.0, 0.05), ranks=(4, 16, 784), rank_tolerance=100.0, mixed_precision=False)
     runs_root = tmp_path_factory.mktemp("runs")
-    try:
-        first = nuclear.run_study(config, nuclear.mnist_task(config, dataset, "smoke", run_root=runs_root), run_root=runs_root)
-        second = nuclear.run_study(config, nuclear.mnist_task(config, dataset, "smoke", run_root=runs_root), run_root=runs_root)
-    finally:
-        monkeypatch.undo()
+    teacher = mnist_teacher.config_for("smoke", val_size=50, mixed_precision=False, run_root=runs_root)
+    first = nuclear.run_study(config, nuclear.mnist_task(dataset, teacher), run_root=runs_root)
+    second = nuclear.run_study(config, nuclear.mnist_task(dataset, teacher), run_root=runs_root)
     return {"first": first, "second": second, "config": config}
 
 
@@ -82,7 +81,7 @@ def test_lazy_penalty_is_added_every_k_calls_with_weight_k_beta() -> None:
     model = mlp([5], in_features=6, num_classes=3)
     logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
     base = F.cross_entropy(logits, y)
-    loss_fn = nuclear_penalty_loss(lambda s, t: F.cross_entropy(s, t), model, beta=0.1, every=3)
+    loss_fn = NuclearPenalty(lambda s, t: F.cross_entropy(s, t), model, beta=0.1, every=3)
     penalty = 3 * 0.1 * nuclear_norm(model[1].weight.detach())
     values = [loss_fn(logits, y).item() for _ in range(7)]
     expected = [(base + penalty).item() if call % 3 == 0 else base.item() for call in range(7)]
@@ -92,7 +91,7 @@ def test_lazy_penalty_is_added_every_k_calls_with_weight_k_beta() -> None:
 @pytest.mark.parametrize("every", [0, -2, 1.5, True])
 def test_lazy_penalty_rejects_bad_intervals(every) -> None:
     with pytest.raises(ValueError, match="every"):
-        nuclear_penalty_loss(F.cross_entropy, mlp([4], in_features=6, num_classes=2), 0.1, every=every)
+        NuclearPenalty(F.cross_entropy, mlp([4], in_features=6, num_classes=2), 0.1, every=every)
 
 
 def test_bad_configuration_raises(tmp_path) -> None:
@@ -151,3 +150,81 @@ def test_repeated_latency_times_every_model_in_turns() -> None:
     assert (summary.repeats == 3).all() and (summary.spread >= 0).all()
     with pytest.raises(ValueError, match="repeats"):
         nuclear.repeated_latency(candidates, (12,), repeats=0)
+
+
+# --- the chapter's tables and sentences (kdcourse.studies.nuclear_findings), on the recorded run ---
+
+RECORDED_RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
+
+
+@pytest.fixture(scope="module")
+def recorded_grid() -> report.GridFindings:
+    results = json.loads((RECORDED_RESULTS / "full" / "nuclear_norm.json").read_text())["results"]
+    runs = pd.DataFrame(results["runs"]).drop(columns="index").set_index(["seed", "alpha", "beta"]).reset_index()
+    truncation = pd.DataFrame(results["truncation"]).drop(columns="index")
+    return report.GridFindings(runs, truncation, results["config"])
+
+
+def fake_latency(ranks: tuple[int, ...], *, default_threads: int = 1) -> report.RenderLatency:
+    """Timings made up so that the dense student is the slowest student: 1 ms per image, rank r r/256 ms."""
+    names = [("teacher", None), ("student (dense)", None), *((f"student, W₁ at rank {r}", r) for r in ranks)]
+    candidates = [(name, torch.nn.Identity(), rank) for name, rank in names]
+    times = {name: 5.0 if name == "teacher" else 1.0 if rank is None else rank / 256 for name, _, rank in candidates}
+    timings = pd.DataFrame([{"model": name, "rank": rank, "threads": 1, "batch": batch, "repeat": repeat,
+                             "ms_per_image": times[name] * (1 + 0.01 * repeat)}
+                            for repeat in range(3) for name, _, rank in candidates for batch in (1, 256)])
+    counts = {name: (1, 1_000_000) for name, _, _ in candidates}
+    return report.RenderLatency(candidates, counts, timings, nuclear.latency_summary(timings), 1, 3,
+                                default_threads, ranks)
+
+
+def test_beta_is_written_as_a_power_of_ten() -> None:
+    assert [report.beta_text(b) for b in (0.0, 3e-4, 1e-3, 1e-2, 0.05, 0.25)] == [
+        "0", "3·10⁻⁴", "10⁻³", "10⁻²", "5·10⁻²", "0.25"]
+
+
+def test_the_grid_findings_pair_each_arm_with_its_control(recorded_grid) -> None:
+    found = recorded_grid
+    assert (found.alpha_shown, found.low_rank, found.middle_beta) == (0.5, 16, 1e-3)
+    runs = found.runs
+    arm = runs[(runs.alpha == 0.5) & (runs.beta == 1e-2)].set_index("seed").test_accuracy
+    plain = runs[(runs.alpha == 0.5) & (runs.beta == 0.0)].set_index("seed").test_accuracy
+    assert found.penalty_cost[(0.5, 1e-2)].mean == pytest.approx(100 * (arm - plain).mean())
+    free_up_to, first_cost = found.thresholds()
+    for alpha in found.alphas:
+        costly = [b for (a, b), e in found.penalty_cost.items() if a == alpha and e.clears_noise and e.mean < 0]
+        assert first_cost[alpha] == (min(costly) if costly else None)
+        assert free_up_to[alpha] is None or first_cost[alpha] is None or free_up_to[alpha] < first_cost[alpha]
+    assert found.curve().loc[(0.0, 16), "kmacs"] == pytest.approx(16 * (784 + 784) / 1000)
+
+
+def test_the_sentences_quote_the_recorded_effects(recorded_grid, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KDCOURSE_RESULTS", str(RECORDED_RESULTS))
+    found = recorded_grid
+    text = report.conclusions(found, fake_latency(found.ranks), "smoke")
+    assert text.startswith("In the recorded MNIST run (3 seeds;")
+    assert report.brief(found.penalty_cost[(0.5, 1e-3)]) in text
+    assert "1010.0 µs per image" in text and ", and the measured latency agrees" in text
+    assert report.penalty_cost_text(found).count("* **α = ") == len(found.alphas)
+    assert "did not run it either" in report.eurosat_skipped_text("smoke")
+    assert "recording" in report.recordings_text(fake_latency(found.ranks), "smoke", pd.DataFrame())
+
+
+def test_a_zero_spread_is_said_as_such(recorded_grid) -> None:
+    tied = [e for e in recorded_grid.rank_gain.values() if e.std == 0]
+    text = report.grid_ties_text(recorded_grid)
+    assert bool(tied) == bool(text)
+    if tied:
+        assert "on all 3 seeds" in report.brief(tied[0], 0) and "coarse grid" in text
+
+
+def test_the_result_record_names_every_table_the_appendix_shows(mnist_outcome) -> None:
+    outcome = mnist_outcome["first"]
+    latency = fake_latency(outcome.config.ranks)
+    record, summary = report.result_record(outcome, latency)
+    assert record["summary"] == summary and summary.startswith("MNIST, α = 0.5:")
+    assert record["eurosat"] == "not run" and report.COST_TABLE in record["tables"]
+    assert set(record["effects"]) == {"penalty_cost", "distillation_gain", "chosen_rank", "chosen_test_accuracy",
+                                      "test_accuracy_at_rank_16"}
+    assert json.loads(json.dumps(record))["spectra_seed0"].keys() == {
+        f"alpha={a:g},beta={b:g}" for a in outcome.config.alphas for b in outcome.config.betas}

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdcourse.course import book
+from kdcourse.course import book, build
 from kdcourse.course.publish import INSTALL_TAG, NOTEBOOKS_BRANCH, export_notebooks, launch_targets
 
 
@@ -70,7 +70,7 @@ def test_every_launch_button_of_the_built_site_opens_an_exported_notebook(export
     chapters = book.notebook_chapters()
     for chapter in chapters:
         book.convert_chapter(chapter, tmp_path / "notebooks")
-    index = book.build_html(tmp_path / "notebooks", out_dir=tmp_path / "site")
+    index = build.build_html(tmp_path / "notebooks", out_dir=tmp_path / "site")
     targets = launch_targets(index.parent)
     exported = {p.relative_to(export).as_posix() for p in export.rglob("*.ipynb")}
     assert len(targets) == 2 * len(chapters)  # a Colab and a Binder button on every notebook page

@@ -44,3 +44,19 @@ def test_accuracy_std_pairs_and_typographic_minus() -> None:
     table = readable(frame)
     assert list(table.frame.columns) == ["teacher", "test accuracy", "gain"]
     assert table.frame.iloc[0].tolist() == ["digits", "99.11 ± 0.02", "−0.46"]
+
+
+def test_paired_effects_one_row_per_effect_with_key_columns() -> None:
+    from kdcourse.course.tables import paired_effects
+    from kdcourse.stats import paired_effect
+
+    gain = paired_effect([0.97, 0.95, 0.98], [0.96, 0.96, 0.95])  # +1, −1, +3 points
+    table = paired_effects({("kd", "scratch"): gain}, ["student", "against"], caption="c", p_digits=2)
+    row = table.frame.iloc[0]
+    assert list(table.frame.columns) == ["student", "against", "difference (points, mean ± std over seeds)",
+                                         "95 % interval (points)", "p (paired t)", "seeds", "verdict"]
+    assert (row["student"], row["against"], row["seeds"], row["verdict"]) == ("kd", "scratch", "3", "within noise")
+    assert row["difference (points, mean ± std over seeds)"] == "+1.00 ± 2.00" and row["p (paired t)"] == f"{gain.p_value:.2g}"
+    assert row["95 % interval (points)"].startswith("−") and table.caption == "c"
+    single = paired_effects({"T = 4": gain}, ["temperature"], seeds=False).frame
+    assert list(single.columns)[0] == "temperature" and "seeds" not in single.columns

@@ -4,6 +4,10 @@ clear errors of the full profile on a machine without CIFAR-10 or the pretrained
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +16,7 @@ import torch
 from kdcourse import data
 from kdcourse.backbones import MissingWeightsError
 from kdcourse.studies import mnist_distillation, tlkd
+from kdcourse.studies.tlkd import figures, report, runner
 
 SMOKE = {"size": 32, "limit": 120, "val_size": 40, "mixed_precision": False}
 
@@ -22,7 +27,7 @@ def cifar_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def generated(cifar_folder) -> data.Cifar10Data:
+def generated(cifar_folder) -> data.ImageData:
     return tlkd.load_data(tlkd.config_for("smoke", **SMOKE), cifar_folder, download=False)
 
 
@@ -85,20 +90,20 @@ def test_kd_with_alpha_zero_is_the_labels_only_arm(generated, tmp_path):
 
 def test_occlusion_sweeps_replace_exactly_the_occluded_images(generated, tmp_path):
     config = tlkd.config_for("smoke", **SMOKE, seeds=(0,))
-    study = tlkd._Study(config, generated, tmp_path, torch.device("cpu"))
+    study = runner._Study(config, generated, tmp_path, torch.device("cpu"))
     teacher, logits, _ = study.teacher(0)
-    pooled, targets, soft, subset = tlkd._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
+    pooled, targets, soft, subset = runner._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
     changed = (pooled != study.views["student"].pooled_train).flatten(2).any(-1).any(0)
     assert targets is None and subset is None
     assert int(changed.sum()) == round(0.25 * len(generated.train))
     assert torch.equal((soft != logits).flatten(2).any(-1).any(0), changed)  # the teacher sees the same occluded images
     # the occluded views are computed once: a second call reads them back
     study.occluded = lambda *_: pytest.fail("occluded views computed again")
-    again, _, soft_again, _ = tlkd._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
+    again, _, soft_again, _ = runner._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
     assert torch.equal(again, pooled) and torch.equal(soft_again, soft)
-    _, noisy, _, _ = tlkd._sweep_training(study, teacher, logits, "label_noise", 0.2, 0, 1)
+    _, noisy, _, _ = runner._sweep_training(study, teacher, logits, "label_noise", 0.2, 0, 1)
     assert int((noisy != generated.train.y).sum()) == round(0.2 * len(generated.train))
-    *_, subset = tlkd._sweep_training(study, teacher, logits, "fraction", 0.5, 0, 2)
+    *_, subset = runner._sweep_training(study, teacher, logits, "fraction", 0.5, 0, 2)
     assert len(subset) == 60 and torch.bincount(generated.train.y[subset], minlength=10).tolist() == [6] * 10
 
 
@@ -129,7 +134,8 @@ def test_mnist_foreground_shares_for_every_model_and_seed(mnist_root, tmp_path):
     dataset = data.load_mnist(mnist_root, val_size=50, download=False)
     config = mnist_distillation.config_for("smoke", seeds=(0, 1), train_samples=200, val_size=50, temperatures=(4,),
                                            alphas=(0.5,), headline=(4.0, 0.5))
-    outcome = tlkd.mnist_foreground(config, dataset, images=6, background=10, samples=20, run_root=tmp_path)
+    models = {seed: mnist_distillation.seed_models(config, dataset, seed, run_root=tmp_path) for seed in config.seeds}
+    outcome = tlkd.mnist_foreground(models, dataset, images=6, background=10, samples=20)
     shares = outcome.shares
     assert set(shares.model) == {"teacher", "kd", "scratch"} and len(shares) == 2 * 3 * 6
     assert shares.share.between(0, 1).all() and shares.stroke.between(0, 1).all()
@@ -157,8 +163,6 @@ def test_impossible_settings_are_refused(bad, tmp_path):
 
 
 def test_outcome_record_is_json_and_keeps_every_table(outcomes):
-    import json
-
     first, _ = outcomes
     record = json.loads(json.dumps(tlkd.outcome_record(first)))
     assert record["classes"] == list(data.CIFAR10_CLASSES)
@@ -213,3 +217,63 @@ def test_image_foreground_scores_every_model_seed_and_image(outcomes, generated)
     with pytest.raises(ValueError, match="every mask"):
         tlkd.image_foreground({"tl": first.models["thesis"]["tl"]}, images, np.zeros_like(masks), generated.train.x[:5],
                               net.mean, net.std, samples=8)
+
+
+# ---------------------------------------------------------------- what the chapter shows, from the recorded run
+
+RECORDED = Path(__file__).resolve().parents[1] / "book" / "results" / "full" / "tl_kd.json"
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict:
+    return json.loads(RECORDED.read_text())["results"]
+
+
+def test_the_recorded_mhist_run_gives_every_table_figure_and_sentence(recorded):
+    from matplotlib.figure import Figure
+
+    found = recorded["mhist"]
+    runs, history, sweeps = (pd.DataFrame(found[key]) for key in ("runs", "history", "sweeps"))
+    overview = report.mhist_overview(found).splitlines()
+    assert len(overview) == 1 + len(found["chosen"]) and f"{found['data_counts']['test']} test images" in overview[0]
+    assert len(report.true_positive_tables(found)) == 2 * len(found["confusion"])
+    speed, _ = report.speed_shown(history, tuple(found["config"]["thresholds"]))
+    h4, _ = report.sweep_shown(sweeps)
+    lessons = report.lessons_text(found, speed, h4)
+    assert lessons.count("* MHIST, ") == runs.regime.nunique() and f"Of the {len(h4)} sweep comparisons" in lessons
+    for figure in (figures.confusion_figure(found), figures.learning_curves(history), figures.sweep_figure(sweeps),
+                   figures.shap_figure(found)):
+        assert isinstance(figure, Figure) and figure.axes
+        plt.close(figure)
+    assert report.summary_text(found, cifar_run=False).startswith("CIFAR-10 not run; MHIST: thesis tl ")
+    assert report.summary_text(None, cifar_run=True) == "MHIST not run"
+
+
+def test_the_recorded_mnist_shares_and_costs_give_their_sentences(recorded):
+    shares = pd.DataFrame(recorded["mnist_foreground"]["shares"])
+    effects, _ = report.share_effects(shares)
+    text = report.mnist_lessons_text(shares, effects)
+    assert f"{100 * shares[shares.model == 'teacher'].share.mean():.1f} %" in text
+    rates, stages = report.cost_tables(recorded["cost"])
+    assert len(rates.frame) == len(recorded["cost"]["rates"]) and "hours" in stages.frame.columns
+    assert "hours of computation" in report.cost_text(recorded["cost"])
+    assert len(stages.frame) == len(tlkd.pass_counts(tlkd.config_for("full"), train=45_000, val=5_000, test=10_000))
+
+
+def test_scored_images_leave_out_empty_and_full_masks():
+    masks = np.zeros((5, 4, 4), dtype=bool)
+    masks[1, :2] = masks[3, 0, 0] = masks[4, 1:] = True
+    masks[2] = True  # full: no background
+    scored, sentence = report.scored_images(masks, count=2)
+    assert scored.tolist() == [1, 3] and sentence.startswith("GrabCut found an object in 3 of the first 5")
+
+
+def test_config_table_names_the_pair():
+    config = tlkd.config_for("full")
+    text = repr(report.config_table(config, "full"))
+    assert tlkd.PAIRS[config.pair].teacher in text and tlkd.PAIRS[config.pair].student in text
+
+
+def test_cifar_for_writes_a_generated_set_in_the_smoke_profile():
+    cifar, source = tlkd.cifar_for(tlkd.config_for("smoke", **SMOKE), generated=True)
+    assert source == "generated" and cifar.train.x.shape[1:] == (3, 32, 32)

@@ -1,15 +1,21 @@
-"""Cached trunk views: the same views as the on-the-fly augmentation, and the same training."""
+"""Cached trunk views: the same views as the on-the-fly augmentation, and the same training; the
+views cached per network, and the two phases trained on them."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 from torch import nn
 
-from kdcourse.backbones import backbone, set_trainable, split_at
-from kdcourse.data import ImageTransform, TensorBatches, augment_batch
+from kdcourse.backbones import Backbone, backbone, set_trainable, split_at
+from kdcourse.data import ImageData, ImageTransform, TensorBatches, augment_batch, load_mhist, write_generated_mhist
+from kdcourse.kd.hinton import HintonKD
 from kdcourse.train import fit
-from kdcourse.transfer import VIEWS, ViewBatches, dihedral_view, trunk_views
+from kdcourse.transfer import (
+    VIEWS, TwoPhaseRunner, TwoPhaseSettings, ViewBatches, cache, dihedral_view, role_views, trunk_views,
+)
 
 
 def test_views_are_the_eight_symmetries_that_augment_batch_draws():
@@ -95,3 +101,65 @@ def test_trunk_views_takes_view_codes():
     assert torch.allclose(out[1], dihedral_view(images, 4).float())
     with pytest.raises(ValueError, match="distinct codes"):
         trunk_views(nn.Identity(), images, (0.0,) * 3, (1.0,) * 3, views=(0, 0))
+
+
+@pytest.fixture(scope="module")
+def small_mhist(tmp_path_factory) -> ImageData:
+    folder = tmp_path_factory.mktemp("generated")
+    write_generated_mhist(folder, per_partition=12)
+    return load_mhist(folder, size=32, limit=8)
+
+
+@pytest.fixture(scope="module")
+def nets() -> dict[str, Backbone]:
+    torch.manual_seed(0)
+    return {role: backbone("mobilenetv1_025.tflite_in1k", 2, weights=None) for role in ("teacher", "student")}
+
+
+def test_role_views_are_computed_once_for_the_same_weights_and_images(small_mhist, nets, tmp_path, monkeypatch):
+    net, n = nets["teacher"], len(small_mhist.train)
+    views = role_views("teacher", net, small_mhist, 16, tmp_path, torch.device("cpu"), views=(0, 4))
+    assert views.train.shape[:2] == (2, n) and views.val.shape[0] == len(small_mhist.val)
+    assert views.pooled_train.shape == (2, n, 256) and views.pooled_test.shape == (len(small_mhist.test), 256)
+    monkeypatch.setattr(cache, "compute_views", lambda *args: pytest.fail("recomputed"))
+    again = role_views("teacher", net, small_mhist, 16, tmp_path, torch.device("cpu"), views=(0, 4))
+    assert torch.equal(again.train, views.train) and torch.equal(again.pooled_val, views.pooled_val)
+    other = replace(small_mhist, test=small_mhist.test.head(3))  # other images: another file
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        role_views("teacher", net, other, 16, tmp_path, torch.device("cpu"), views=(0, 4))
+
+
+def test_settings_are_read_from_a_study_configuration():
+    @dataclass
+    class Study:
+        batch_size: int = 8
+        head_epochs: int = 2
+        head_lr: float = 0.01
+        finetune_epochs: int = 3
+        finetune_lr: float = 0.001
+        split_reduction: int = 8
+        pretrained: bool = False
+        seeds: tuple[int, ...] = (0,)
+
+    settings = TwoPhaseSettings.from_config(Study(), {"student": "resnet10t"}, val_metric="accuracy")
+    assert settings == TwoPhaseSettings({"student": "resnet10t"}, 8, False, 8, 2, 0.01, 3, 0.001, "accuracy")
+
+
+def test_two_phase_trains_head_then_top_distils_and_resumes(small_mhist, nets, tmp_path):
+    device = torch.device("cpu")
+    views = {role: role_views(role, net, small_mhist, 16, tmp_path / "cache", device, views=(0, 4))
+             for role, net in nets.items()}
+    names = {role: net.name for role, net in nets.items()}
+    settings = TwoPhaseSettings(names, pretrained=False, batch_size=4, head_epochs=2, finetune_epochs=1)
+    runner = TwoPhaseRunner(settings, small_mhist, views, tmp_path / "runs", device)
+    teacher = runner.two_phase("teacher", 0, "teacher", keep_train_logits=True)
+    n, n_test = len(small_mhist.train), len(small_mhist.test)
+    assert teacher.train_logits.shape == (2, n, 2) and teacher.test_logits.shape == (n_test, 2)
+    assert len(teacher.head_fit.history) == 2 and len(teacher.fit.history) == 1
+    student = runner.two_phase("student", 0, "kd", HintonKD(4.0, 0.5), soft=teacher.train_logits)
+    again = runner.two_phase("student", 0, "kd", HintonKD(4.0, 0.5), soft=teacher.train_logits)
+    assert torch.equal(student.test_logits, again.test_logits)  # read from its checkpoints
+    plain = runner.two_phase("student", 0, "labels")
+    assert not torch.equal(student.test_logits, plain.test_logits)
+    fit_result, logits = runner.scratch("student", 0)
+    assert logits.shape == (n_test, 2) and len(fit_result.history) == 1

@@ -1,12 +1,10 @@
-"""Execute the chapters and build the book.
+"""Find, convert, execute and test the chapters.
 
 The chapters are Jupytext MyST notebooks (``book/*.md``). papermill cannot read them and nbval
 collects only ``.ipynb``, so every step starts by converting them with jupytext:
 
 * :func:`execute_chapters` runs them with papermill under a profile (``smoke`` or ``full``) into
-  ``_build/executed``;
-* :func:`build_html` stages a copy of the book with the executed notebooks in place of the
-  sources and builds it with Jupyter Book, execution off, into ``_build/html``;
+  ``_build/executed``, from which :func:`kdcourse.course.build.build_html` builds the HTML book;
 * :func:`run_tests` runs the unit tests and, with nbval, every chapter under the smoke profile.
 """
 
@@ -36,12 +34,11 @@ __all__ = [
     "find_chapters",
     "convert_chapter",
     "kernel_environment",
+    "shared_folders",
     "visible_gpus",
     "runs_last",
     "execute_chapters",
     "finalise_executed",
-    "add_smoke_notice",
-    "build_html",
     "run_tests",
 ]
 
@@ -50,12 +47,6 @@ BOOK_DIR = "book"
 KERNEL_CONFIG = Path(__file__).resolve().parent / "kernel_config" / "ipython_kernel_config.py"
 # the notebook metadata key that records the profile a chapter was executed under
 PROFILE_METADATA = "kdcourse"
-SMOKE_NOTICE = (
-    "**This page was built in the smoke profile.** The chapter's code ran on a few hundred images for one "
-    "or two epochs, only to prove that it runs; outputs labelled *Smoke run* are not results. Every "
-    "conclusion, table and figure that states a finding comes from the recorded full-profile results "
-    "({doc}`appendix_results`). To reproduce them, set `PROFILE = \"full\"` in the chapter's first code cell."
-)
 
 
 def _is_book_root(folder: Path) -> bool:
@@ -155,6 +146,13 @@ def kernel_environment(root: Path, profile: str) -> dict[str, str]:
         "KDCOURSE_RESULTS": str(root / BOOK_DIR / "results"),
         "JUPYTER_PATH": os.pathsep.join(filter(None, [str(kernels), os.environ.get("JUPYTER_PATH")])),
     }
+    return {**env, **shared_folders(root)}
+
+
+def shared_folders(root: Path) -> dict[str, str]:
+    """``KDCOURSE_DATA`` and ``KDCOURSE_WEIGHTS`` pointing at ``shared/data`` and ``shared/weights``
+    folders beside the repository at ``root``, for each variable that is unset and folder that exists."""
+    env = {}
     for variable, folder in (("KDCOURSE_DATA", "data"), ("KDCOURSE_WEIGHTS", "weights")):
         shared = root.parent / "shared" / folder
         if not os.environ.get(variable) and shared.is_dir():
@@ -354,7 +352,7 @@ def finalise_executed(path: Path, profile: str) -> None:
     papermill adds an ``injected-parameters`` cell after the ``parameters`` cell; here each of its
     assignments replaces the line that sets the same name in the ``parameters`` cell (or is appended
     to it), and the injected cell is removed. The profile is recorded in the notebook's metadata
-    (``metadata.kdcourse.profile``) for :func:`build_html`.
+    (``metadata.kdcourse.profile``) for :func:`kdcourse.course.build.build_html`.
     """
     import nbformat
 
@@ -380,99 +378,6 @@ def finalise_executed(path: Path, profile: str) -> None:
         nb.cells.remove(cell)
     nb.metadata[PROFILE_METADATA] = {**nb.metadata.get(PROFILE_METADATA, {}), "profile": profile}
     nbformat.write(nb, path)
-
-
-def add_smoke_notice(nb: object) -> bool:
-    """Insert :data:`SMOKE_NOTICE` as a warning right under the title of a notebook executed in smoke.
-
-    ``nb`` is an ``nbformat`` notebook, changed in place; returns whether the notice was added. A page
-    whose content does not depend on the profile (the introduction, the appendix of recorded results)
-    says so in its front matter, ``kdcourse: {same_in_every_profile: true}``, and gets no notice."""
-    meta = nb.metadata.get(PROFILE_METADATA, {})
-    if meta.get("profile") != "smoke" or meta.get("same_in_every_profile"):
-        return False
-    notice = f"```{{warning}}\n{SMOKE_NOTICE}\n```"
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            lines = cell.source.splitlines()
-            title = next((i for i, line in enumerate(lines) if line.startswith("# ")), -1)
-            lines[title + 1 : title + 1] = ["", notice, ""]
-            cell.source = "\n".join(lines)
-            return True
-    return False
-
-
-def _stage_ignore(book_dir: Path) -> Callable[[str, list[str]], set[str]]:
-    """A ``copytree`` filter that leaves out build folders, checkpoints and smoke results."""
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        skipped = {name for name in names if name in {"_build", ".ipynb_checkpoints", "__pycache__"}}
-        if Path(folder) == book_dir / "results":
-            skipped |= {"smoke"} & set(names)
-        return skipped
-
-    return ignore
-
-
-def _retarget_links(folder: Path, stems: list[str]) -> None:
-    """In the staged pages, point Markdown links ``(X.md)``/``(X.md#a)`` to notebook chapters at ``X.ipynb``."""
-    if not stems:
-        return
-    link = re.compile(r"\]\((?P<target>(?:\./)?(?:%s))\.md(?=[#)])" % "|".join(map(re.escape, stems)))
-    for path in [*folder.rglob("*.md"), *folder.rglob("*.ipynb")]:
-        text = path.read_text(encoding="utf-8")
-        if link.search(text):
-            path.write_text(link.sub(r"](\g<target>.ipynb", text), encoding="utf-8")
-
-
-def build_html(
-    executed_dir: Path | None = None,
-    out_dir: Path | None = None,
-    root: Path | None = None,
-    strict: bool = False,
-) -> Path:
-    """Build the HTML book from executed notebooks (no execution) and return its ``index.html``.
-
-    A copy of the book is staged in ``_build/stage`` with each notebook chapter ``book/X.md``
-    replaced by ``executed_dir/X.ipynb`` (default ``_build/executed``), a notice under the title of
-    every chapter executed in the smoke profile, and links to ``X.md`` pointed at ``X.ipynb``; Jupyter Book writes the
-    site to ``out_dir/_build/html`` (default ``out_dir`` is the repository root, so ``_build/html``).
-    ``strict`` rebuilds every page and turns Sphinx warnings (nit-picky) into errors.
-    """
-    root = Path(root) if root is not None else repo_root()
-    executed_dir = Path(executed_dir) if executed_dir is not None else root / "_build" / "executed"
-    out_dir = Path(out_dir) if out_dir is not None else root
-    chapters = notebook_chapters(root)
-    missing = [c.stem for c in chapters if not (executed_dir / f"{c.stem}.ipynb").is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"no executed notebook for {', '.join(missing)} in {executed_dir}; "
-            f"create them with: kdcourse execute {' '.join(missing)}"
-        )
-
-    stage = root / "_build" / "stage"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(root / name, stage / name)
-    shutil.copytree(root / BOOK_DIR, stage / BOOK_DIR, ignore=_stage_ignore(root / BOOK_DIR))
-    import nbformat
-
-    for chapter in chapters:
-        staged = stage / chapter.relative_to(root)
-        staged.unlink()
-        nb = nbformat.read(executed_dir / f"{chapter.stem}.ipynb", as_version=4)
-        add_smoke_notice(nb)
-        nbformat.write(nb, staged.with_suffix(".ipynb"))
-    _retarget_links(stage / BOOK_DIR, [chapter.stem for chapter in chapters])
-
-    command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-               "build", str(stage), "--path-output", str(out_dir)]
-    if strict:
-        command += ["-W", "-n", "--keep-going", "--all"]
-    if subprocess.run(command).returncode != 0:
-        raise RuntimeError(f"jupyter-book build of {stage} failed; see the messages above")
-    return out_dir / "_build" / "html" / "index.html"
 
 
 def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:

@@ -8,6 +8,8 @@ Examples::
     kdcourse test -x -k losses                # unit tests + nbval of the chapters (pytest args pass through)
     kdcourse timings record --precision fp32  # time `kdcourse book` and `kdcourse test`, record them
     kdcourse timings readme                   # rewrite the README's timing section from the records
+    kdcourse format --check                   # do the chapters' code cells need ruff format?
+    kdcourse lab                              # JupyterLab on book/, chapters open as notebooks
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdcourse.course import book
+from kdcourse.course import book, build
 from kdcourse.course.profiles import PROFILES
 
 
@@ -58,8 +60,18 @@ def _gpus(text: str) -> list[str]:
 
 
 def _build_html(executed: Path | None, strict: bool) -> None:
-    index = book.build_html(executed, strict=strict)
+    index = build.build_html(executed, strict=strict)
     print(f"HTML: {index}")
+
+
+def _format(chapters: list[str] | None, check: bool) -> int:
+    """Format the chapters' code cells (or, with ``check``, list those that need it); 1 if any does under ``check``."""
+    from kdcourse.course.style import format_chapter
+
+    changed = [path.stem for path in book.find_chapters(chapters) if format_chapter(path, check=check)]
+    verb = "would reformat" if check else "reformatted"
+    print(f"{verb}: {', '.join(changed)}" if changed else "every chapter's code is formatted")
+    return 1 if check and changed else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +113,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="precision of the timed runs (default: what the hardware does natively)")
     timings_sub.add_parser("readme", help="rewrite README.md's timing section from book/results")
 
-    # "test" and "bench" hand their arguments on untouched (see main); listed here for --help.
+    fmt = sub.add_parser("format", help="format the chapters' code cells with ruff format (all chapters by default)")
+    fmt.add_argument("chapters", nargs="*", metavar="CHAPTER", help="e.g. theory or book/theory.md")
+    fmt.add_argument("--check", action="store_true", help="change nothing; fail if a chapter needs formatting")
+
+    # "test", "bench" and "lab" hand their arguments on untouched (see main); listed here for --help.
+    sub.add_parser("lab", add_help=False, help="JupyterLab on book/ with the chapters opening as notebooks; args go to jupyter lab")
     sub.add_parser("test", add_help=False, help="unit tests and nbval of every chapter (smoke); other args go to pytest")
     sub.add_parser("bench", add_help=False, help="benchmarks (kdcourse.course.bench; see kdcourse bench --help)")
     return parser
@@ -115,6 +132,11 @@ def _run(argv: list[str]) -> int:
         from kdcourse.course.bench import main as bench_main
 
         return bench_main(argv[1:])
+
+    if argv and argv[0] == "lab":
+        from kdcourse.course.lab import run_lab
+
+        return run_lab(argv[1:])
 
     args = _parser().parse_args(argv)
     if args.command == "execute":
@@ -135,6 +157,8 @@ def _run(argv: list[str]) -> int:
         else:
             changed = timings.update_readme(root)
             print("README.md: timing section " + ("rewritten" if changed else "already up to date"))
+    elif args.command == "format":
+        return _format(args.chapters or None, args.check)
     elif args.command == "book":
         start = time.perf_counter()
         args.chapters, args.output, args.param = None, None, []

@@ -28,7 +28,8 @@ import pandas as pd
 
 from kdcourse.course import results
 
-__all__ = ["Notice", "uses_recorded", "recorded", "frame", "value", "show_smoke_run", "source_note", "say"]
+__all__ = ["Notice", "uses_recorded", "recorded", "frame", "value", "show_smoke_run", "source_note", "say", "in_words", "listing",
+           "device"]
 
 # chapters whose "recorded results" note has been shown in this kernel: once per chapter is enough
 _noted: set[str] = set()
@@ -135,3 +136,28 @@ def value(name: str, key: str, profile: str, *, live: Any) -> Any:
     if not uses_recorded(profile):
         return live
     return recorded(name)["results"][key]
+
+
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
+
+
+def in_words(n: int) -> str:
+    """A small count as prose writes it: ``3`` → ``"three"``; from 13 on, digits (``"13"``)."""
+    return _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else str(n)
+
+
+def listing(items: list[str]) -> str:
+    """Items joined as prose lists them: ``"a"``, ``"a and b"``, ``"a, b and c"`` (``""`` for none)."""
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def device(name: str, profile: str) -> str:
+    """The device of the run whose findings chapter ``name`` shows: the recorded full run's in smoke
+    (from its provenance), this machine's in the full profile."""
+    if uses_recorded(profile):
+        return recorded(name)["provenance"]["device"]
+    from kdcourse.provenance import device_description
+
+    return device_description()

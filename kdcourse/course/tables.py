@@ -11,11 +11,13 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-__all__ = ["Table", "readable", "mean_std_text", "number_text", "MISSING"]
+from kdcourse.stats import Effect, signed
+
+__all__ = ["Table", "readable", "paired_effects", "mean_std_text", "number_text", "MISSING"]
 
 MISSING = "—"
 # (suffix of the mean column, suffix of its std column, suffix kept in the merged column's name)
@@ -138,3 +140,29 @@ def _column_text(column: pd.Series, digits: int) -> list[str]:
     if whole:
         return [MISSING if _missing(v) else str(int(v)) for v in column]
     return [_cell(v, digits) for v in column]
+
+
+def paired_effects(
+    effects: Mapping[object, Effect],
+    key_headers: Sequence[str],
+    *,
+    caption: str | None = None,
+    p_digits: int = 3,
+    seeds: bool = True,
+) -> Table:
+    """A :class:`Table` of paired effects (:class:`kdcourse.stats.Effect`, in points), one row each.
+
+    Each key of ``effects`` (a tuple for several key columns) fills the columns ``key_headers``;
+    then come the difference (mean ± std of the per-seed differences), its 95 % interval, the
+    paired t-test's p-value with ``p_digits`` significant digits, the number of seeds (unless
+    ``seeds`` is false) and the verdict."""
+    rows = []
+    for key, effect in effects.items():
+        row = dict(zip(key_headers, key if isinstance(key, tuple) else (key,)))
+        row["difference (points, mean ± std over seeds)"] = f"{signed(effect.mean)} ± {effect.std:.2f}"
+        row["95 % interval (points)"] = f"{signed(effect.low)} to {signed(effect.high)}"
+        row["p (paired t)"] = f"{effect.p_value:.{p_digits}g}"
+        if seeds:
+            row["seeds"] = effect.n
+        rows.append({**row, "verdict": effect.verdict})
+    return readable(pd.DataFrame(rows), caption=caption)

@@ -10,14 +10,29 @@ labels ``(N,)``, ``extras`` the batch's extra tensors (for example cached teache
 ``inputs`` the batch the student saw and ``features`` the outputs of the student's modules named in
 :attr:`Method.student_features` (module paths as in ``model.get_submodule``), captured by forward
 hooks during the student's forward pass. A method returns a scalar loss.
+
+``fit`` registers those hooks for the run and removes them after it (:func:`kdcourse.kd.features.capture`),
+moves the method to the training device, calls ``method.train()`` with the student, optimises the
+method's parameters that require a gradient (adapters) together with the student's, in the same
+parameter group, and saves the method's state in the run's checkpoint beside the model's. A method
+that holds a live teacher keeps it frozen and in eval mode (:class:`kdcourse.kd.features.TeacherFeatures`).
+
+A plain loss function ``fn(logits, targets, *extras)`` becomes a method through :func:`as_method`
+(:class:`LossFunction`), which calls it as ``fit`` always has: on the outputs cast to float32.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Method", "CrossEntropy"]
+from kdcourse import checkpoints
+
+__all__ = ["Method", "CrossEntropy", "LossFunction", "as_method"]
+
+LossFn = Callable[..., Tensor]
 
 
 class Method(nn.Module):
@@ -41,3 +56,28 @@ class CrossEntropy(Method):
     def forward(self, outputs: Tensor, targets: Tensor, *extras: Tensor, inputs: Tensor | None = None,
                 features: dict[str, Tensor] | None = None) -> Tensor:
         return F.cross_entropy(outputs.float(), targets)
+
+
+class LossFunction(Method):
+    """A plain loss function as a method: ``fn(outputs.float(), targets, *extras)``, exactly the call that
+    ``fit`` made before methods existed (so runs trained with functions give the same numbers)."""
+
+    def __init__(self, fn: LossFn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def extra_repr(self) -> str:
+        return checkpoints.describe_callable(self.fn)
+
+    def forward(self, outputs: Tensor, targets: Tensor, *extras: Tensor, inputs: Tensor | None = None,
+                features: dict[str, Tensor] | None = None) -> Tensor:
+        return self.fn(outputs.float(), targets, *extras)
+
+
+def as_method(loss: Method | LossFn | None) -> Method:
+    """``loss`` as a :class:`Method`: a method itself, ``None`` as :class:`CrossEntropy`, a function as :class:`LossFunction`."""
+    if loss is None:
+        return CrossEntropy()
+    if isinstance(loss, Method):
+        return loss
+    return LossFunction(loss)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from kdcourse.data import TensorBatches
 from kdcourse.kd.teachers import teacher_logits
-from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
 from kdcourse.train import FitResult, fit
 
 __all__ = ["distill_chain"]
@@ -66,9 +66,6 @@ def distill_chain(
     device = fit_kwargs.get("device", "cpu")
     amp_dtype = fit_kwargs.get("amp_dtype")
 
-    def loss_fn(logits: Tensor, targets: Tensor, soft: Tensor) -> Tensor:
-        return distillation_loss(logits, soft, targets, temperature, alpha)
-
     results = []
     for index in range(1, len(models)):
         cache = folder / f"link{index}_teacher_logits.pt" if folder is not None else None
@@ -78,7 +75,7 @@ def distill_chain(
             fit(
                 models[index],
                 batches,
-                loss_fn,
+                HintonKD(temperature, alpha),
                 epochs=epochs,
                 val_data=val,
                 lr=lr,

@@ -1,4 +1,5 @@
-"""Helpers shared by the study modules: configuration keys, profile overrides, paired differences, JSON rows."""
+"""Helpers shared by the study modules: configuration keys, profile overrides, a study's MNIST splits,
+paired differences, JSON rows."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 
-__all__ = ["config_key", "with_overrides", "paired_difference", "json_records"]
+from kdcourse import data as kd_data
+
+__all__ = ["config_key", "with_overrides", "SplitSettings", "study_dataset", "paired_difference", "json_records",
+           "json_ready"]
 
 Config = TypeVar("Config")
 
@@ -25,6 +29,24 @@ def with_overrides(config: Config, **overrides: object) -> Config:
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[type-var]
 
 
+class SplitSettings(Protocol):
+    """What :func:`study_dataset` needs of a study configuration."""
+
+    val_size: int
+    train_samples: int | None
+
+
+def study_dataset(config: SplitSettings, dataset: kd_data.ImageData) -> kd_data.ImageData:
+    """``dataset`` with its training split cut to its first ``config.train_samples`` images (when set);
+    checks that the validation split has ``config.val_size`` images."""
+    if len(dataset.val) != config.val_size:
+        raise ValueError(f"dataset has {len(dataset.val)} validation images but config.val_size is {config.val_size}; "
+                         "load it with load_mnist(val_size=config.val_size)")
+    if config.train_samples is None:
+        return dataset
+    return replace(dataset, train=dataset.train.head(config.train_samples))
+
+
 def paired_difference(a: pd.Series, b: pd.Series) -> dict[str, float]:
     """Per-seed difference ``a − b`` of two accuracies (fractions, indexed by seed), in points.
 
@@ -36,11 +58,18 @@ def paired_difference(a: pd.Series, b: pd.Series) -> dict[str, float]:
 
 def json_records(frame: pd.DataFrame, digits: int = 4) -> list[dict]:
     """Rows of ``frame`` (index included) as JSON-ready dicts: floats rounded to ``digits``, NaN as None."""
-    def clean(value: object) -> object:
-        if isinstance(value, float):
-            return None if math.isnan(value) else round(value, digits)
-        if hasattr(value, "item"):  # numpy scalars
-            return clean(value.item())
-        return value
+    return [json_ready(row, digits) for row in frame.reset_index().to_dict(orient="records")]
 
-    return [{str(k): clean(v) for k, v in row.items()} for row in frame.reset_index().to_dict(orient="records")]
+
+def json_ready(value: Any, digits: int = 6) -> Any:
+    """``value`` with every float inside it (dicts, lists, tuples) rounded to ``digits``, NaN as None,
+    numpy scalars as Python ones, tuples as lists and dict keys as strings."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v, digits) for v in value]
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, digits)
+    if hasattr(value, "item"):  # numpy scalars
+        return json_ready(value.item(), digits)
+    return value

@@ -4,7 +4,7 @@ Every network is an ImageNet backbone with a new two-way head (four ways for sub
 trained with the usual two phases:
 
 1. *feature extraction*: the backbone frozen, only the new head is trained, on pooled features of
-   the backbone computed once (:mod:`kdcourse.transfer`);
+   the backbone computed once (:mod:`kdcourse.transfer`, which runs both phases);
 2. *fine-tuning*: the backbone's last stage is unfrozen as well (its earlier stages stay frozen and
    their outputs are cached for all eight views of every training image) at a lower learning rate.
 
@@ -31,11 +31,9 @@ MobileNetV2, with a ResNetV2-18 assistant, from timm's releases; needs the netwo
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +44,23 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor, nn
 
 from kdcourse import data as kd_data
-from kdcourse import checkpoints, hardware, paths
-from kdcourse.backbones import Backbone, backbone, pooled_head, set_trainable, split_at, splittable
-from kdcourse.stats import Effect, bootstrap_auc_effect, paired_effect
-from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse import hardware, paths
+from kdcourse.backbones import Backbone, backbone
+from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
+from kdcourse.kd.method import CrossEntropy
+from kdcourse.kd.subclass import SubclassKD, class_logits_from_subclasses, subclass_auxiliary_loss
 from kdcourse.metrics import roc_auc
-from kdcourse.kd.subclass import class_logits_from_subclasses, subclass_auxiliary_loss, subclass_distillation_loss
-from kdcourse.train import FitResult, fit, predict_logits
-from kdcourse.transfer import VIEWS, ViewBatches, apply_in_batches, dihedral_view, trunk_views
+from kdcourse.stats import Effect, bootstrap_auc_effect, paired_effect
 from kdcourse.studies.common import config_key, with_overrides
+from kdcourse.train import FitResult, fit
+from kdcourse.transfer import (
+    ALL_VIEWS, Trained, TwoPhaseRunner, TwoPhaseSettings, ViewBatches, apply_in_batches, role_views,
+)
 
 __all__ = [
-    "PAIRS", "MhistConfig", "PROFILES", "config_for", "vote_subclasses", "MhistOutcome", "run_study",
-    "load_backbones", "role_views", "Views", "TwoPhaseRunner", "Trained", "arm_summary", "ARM_LABELS", "COMPARISONS", "effect_table", "phase_effect",
+    "PAIRS", "ROLES", "ARM_LABELS", "MhistConfig", "PROFILES", "config_for", "vote_subclasses",
+    "load_backbones", "MhistOutcome", "run_study", "subclass_head",
+    "arm_summary", "COMPARISONS", "effect_table", "phase_effect",
 ]
 
 # (teacher, assistant, student) names for :func:`kdcourse.backbones.backbone`
@@ -67,14 +69,15 @@ PAIRS: dict[str, tuple[str, str, str]] = {
     "seeds": ("resnetv2_50.a1h_in1k", "resnetv2_18.ra4_e3600_r224_in1k", "mobilenetv2_100.ra_in1k"),
 }
 ROLES = ("teacher", "assistant", "student")
-ALL_VIEWS = tuple(range(VIEWS))  # the 8 symmetries of the square: histology has no preferred orientation
 SUBCLASSES_PER_CLASS = 2
 ARM_LABELS = {
     "teacher": "teacher, pretrained", "teacher_scratch": "teacher, from scratch",
     "assistant": "assistant, distilled from the teacher",
     "student": "student, pretrained, labels only", "student_scratch": "student, from scratch",
-    "kd": "student, KD", "known_skd": "student, known-subclass KD", "known_control": "student, KD from the known-subclass teacher's class logits",
-    "learned_skd": "student, learned-subclass KD", "learned_control": "student, KD from the learned-subclass teacher's class logits",
+    "kd": "student, KD", "known_skd": "student, known-subclass KD",
+    "known_control": "student, KD from the known-subclass teacher's class logits",
+    "learned_skd": "student, learned-subclass KD",
+    "learned_control": "student, KD from the learned-subclass teacher's class logits",
     "takd": "student, KD through the assistant",
     "teacher_known": "teacher + head on known subclasses", "teacher_learned": "teacher + head on learned subclasses",
 }
@@ -106,6 +109,10 @@ class MhistConfig:
         """Short hash of the configuration, naming its checkpoint folder."""
         return config_key(self)
 
+    def names(self) -> dict[str, str]:
+        """Backbone name of each role (teacher, assistant, student) of ``pair``."""
+        return dict(zip(ROLES, PAIRS[self.pair], strict=True))
+
 
 PROFILES: dict[str, MhistConfig] = {
     "smoke": MhistConfig(seeds=(0, 1), size=64, limit=24, batch_size=16, head_epochs=2, finetune_epochs=1,
@@ -120,6 +127,7 @@ def config_for(profile: str, **overrides: object) -> MhistConfig:
 
 
 def _check(config: MhistConfig) -> None:
+    """Raise ValueError for settings the study cannot run."""
     if config.pair not in PAIRS:
         raise ValueError(f"pair must be one of {sorted(PAIRS)}, got {config.pair!r}")
     if len(config.seeds) < 1 or len(set(config.seeds)) != len(config.seeds):
@@ -145,7 +153,8 @@ def vote_subclasses(labels: Tensor, votes: Tensor) -> Tensor:
     """Known subclasses from the pathologists' SSA votes (of 7): ``(N,)`` in 0–3, two per class.
 
     0: clear HP (0–1 votes for SSA), 1: borderline HP (2–3), 2: borderline SSA (4–5), 3: clear SSA (6–7);
-    class ``c`` owns subclasses ``2c`` and ``2c + 1`` (the layout of :func:`kdcourse.kd.subclass.class_logits_from_subclasses`).
+    class ``c`` owns subclasses ``2c`` and ``2c + 1`` (the layout of
+    :func:`kdcourse.kd.subclass.class_logits_from_subclasses`).
     """
     if labels.shape != votes.shape or not bool(((votes >= 0) & (votes <= 7)).all()):
         raise ValueError("labels and votes must have the same shape, with votes in 0–7")
@@ -154,18 +163,17 @@ def vote_subclasses(labels: Tensor, votes: Tensor) -> Tensor:
     return torch.where(labels == 0, (votes >= 2).long(), 2 + (votes >= 6).long())
 
 
-def load_backbones(config: MhistConfig, num_classes: dict[str, int] | None = None) -> dict[str, Backbone]:
-    """The three networks of ``config.pair`` (pretrained unless ``config.pretrained`` is false).
+def load_backbones(config: MhistConfig) -> dict[str, Backbone]:
+    """The three networks of ``config.pair`` with two-way heads (pretrained unless ``config.pretrained``
+    is false).
 
     Random weights (``config.pretrained`` false, smoke runs only) are drawn under a fixed seed, so that
     every call gives the same networks and a resumed run finds the features it was trained on.
     Raises :class:`kdcourse.backbones.MissingWeightsError` when pretrained weights are not available."""
     weights = "imagenet" if config.pretrained else None
-    counts = num_classes or {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return {role: backbone(name, counts.get(role, 2), weights=weights)
-                for role, name in zip(ROLES, PAIRS[config.pair], strict=True)}
+        return {role: backbone(name, 2, weights=weights) for role, name in config.names().items()}
 
 
 @dataclass
@@ -193,206 +201,52 @@ class MhistOutcome:
     weights: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class Views:
-    """Cached inputs of one role: trunk maps of the V training views (8 for MHIST) and of validation and
-    test, and the pooled features of the pretrained top for the head phase."""
-
-    train: Tensor | None  # (V, N, C', h, w); None for a network without a trunk (pooled features only)
-    val: Tensor | None  # (N_val, C', h, w)
-    test: Tensor | None
-    pooled_train: Tensor  # (V, N, D)
-    pooled_val: Tensor
-    pooled_test: Tensor
-
-
-def _cache_key(config: MhistConfig, name: str, views: tuple[int, ...]) -> str:
-    fields = {"model": name, "size": config.size, "limit": config.limit, "views": list(views),
-              "reduction": config.split_reduction, "pretrained": config.pretrained, "data": config.data}
-    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def role_views(role: str, net: Backbone, dataset: kd_data.MhistData, config: MhistConfig, folder: Path,
-               device: torch.device, amp: torch.dtype | None, views: tuple[int, ...] = ALL_VIEWS) -> Views:
-    """The cached views of ``role``'s pretrained trunk and top (computed once, then read from ``folder``).
-
-    ``dataset`` is any data set with ``train``, ``val`` and ``test`` splits of uint8 images ``x`` at
-    ``config.size`` (MHIST, CIFAR-10); ``views`` are the dihedral view codes of its augmentation."""
-    path = folder.parent / "cache" / f"{role}_{_cache_key(config, net.name, views)}.pt"  # shared by configurations
-    # the file is reused only for the same weights and images
-    key = {"weights": checkpoints.module_fingerprint(net.model),
-           "images": checkpoints.tensor_fingerprint(dataset.train.x, dataset.val.x, dataset.test.x)}
-    return Views(**checkpoints.cached(path, key, lambda: asdict(_compute_views(net, dataset, config, device, amp, views))))
-
-
-def _compute_views(net: Backbone, dataset: kd_data.MhistData, config: MhistConfig, device: torch.device,
-                   amp: torch.dtype | None, views: tuple[int, ...] = ALL_VIEWS) -> Views:
-    """The trunk outputs of the training views and of validation and test, and their pooled features.
-
-    A network that :func:`kdcourse.backbones.split_at` cannot cut (a ViT) gets its pooled features only
-    (its trunk fields are None): it can be trained as a head on them, or fine-tuned whole."""
-    layout = hardware.CONV_MEMORY_FORMAT
-    if not splittable(net.model):
-        return _pooled_views(net, dataset, device, amp, views)
-    trunk, top = split_at(net.model, config.split_reduction)
-    trunk.to(device)
-    top.to(device).eval()
-    kwargs = {"device": device, "amp_dtype": amp, "memory_format": layout}
-    train = trunk_views(trunk, dataset.train.x, net.mean, net.std, views=views, **kwargs)
-    val = trunk_views(trunk, dataset.val.x, net.mean, net.std, views=1, **kwargs)[0]
-    test = trunk_views(trunk, dataset.test.x, net.mean, net.std, views=1, **kwargs)[0]
-
-    def pooled(maps: Tensor) -> Tensor:
-        return apply_in_batches(lambda z: top(z, pre_logits=True), maps, batch_size=256, device=device, amp_dtype=amp)
-
-    return Views(train, val, test, torch.stack([pooled(v) for v in train]), pooled(val), pooled(test))
-
-
-def _pooled_views(net: Backbone, dataset: kd_data.MhistData, device: torch.device, amp: torch.dtype | None,
-                  views: tuple[int, ...]) -> Views:
-    model = net.model.to(device).eval()
-
-    def pooled(images: Tensor, code: int = 0) -> Tensor:
-        return apply_in_batches(lambda x: model.forward_head(model.forward_features(x), pre_logits=True),
-                                dihedral_view(images, code), batch_size=64, device=device, amp_dtype=amp,
-                                prepare=lambda b: kd_data.normalise_images(b, net.mean, net.std))
-
-    return Views(None, None, None, torch.stack([pooled(dataset.train.x, code) for code in views]),
-                 pooled(dataset.val.x), pooled(dataset.test.x))
-
-
-LossFn = Callable[..., Tensor]
-
-
-def _labels_loss(outputs: Tensor, targets: Tensor, *_: Tensor) -> Tensor:
-    return F.cross_entropy(outputs, targets)
-
-
-def _kd_loss(temperature: float, alpha: float) -> LossFn:
-    return lambda outputs, targets, teacher: distillation_loss(outputs, teacher, targets, temperature, alpha)
-
-
-def _subclass_kd_loss(temperature: float, alpha: float) -> LossFn:
-    return lambda outputs, targets, teacher: subclass_distillation_loss(
-        outputs, teacher, targets, SUBCLASSES_PER_CLASS, temperature, alpha)
-
-
 def _class_logits(outputs: Tensor) -> Tensor:
+    """Class logits ``(N, 2)`` from subclass logits ``(N, 4)``."""
     return class_logits_from_subclasses(outputs, SUBCLASSES_PER_CLASS)
 
 
-@dataclass
-class Trained:
-    """A network trained in two phases: its top (fine-tuned), the fits, and its outputs."""
-
-    top: nn.Module
-    head_fit: FitResult
-    fit: FitResult
-    test_logits: Tensor  # (N_test, K)
-    head_test_logits: Tensor | None
-    train_logits: Tensor | None = None  # (8, N, K) on every cached training view, for distilling from it
+def _learned_subclass_loss(outputs: Tensor, targets: Tensor, *_: Tensor, aux_weight: float,
+                           aux_temperature: float) -> Tensor:
+    """A learned-subclass head's objective: class cross-entropy plus the weighted auxiliary loss."""
+    hard = F.cross_entropy(_class_logits(outputs), targets)
+    return hard + aux_weight * subclass_auxiliary_loss(outputs, aux_temperature)
 
 
-class TwoPhaseRunner:
-    """Trains networks on the cached views, with checkpoints under ``folder``.
+def _fine_tuned_features(runner: TwoPhaseRunner, teacher: Trained) -> tuple[Tensor, Tensor, Tensor]:
+    """Pooled features of the fine-tuned teacher: of every training view ``(V, N, D)``, of validation
+    and of test ``(N, D)``."""
+    views, top = runner.views["teacher"], teacher.top.eval()
 
-    ``names`` maps each role to its backbone name (default: ``config.pair``'s), ``val_metric`` selects
-    every phase's best epoch (``fit``'s names; AUC for MHIST); ``config`` is an
-    :class:`MhistConfig` or any configuration with its training fields (the TL+KD study's)."""
+    def pooled(maps: Tensor) -> Tensor:
+        return apply_in_batches(lambda z: top(z, pre_logits=True), maps, batch_size=256, device=runner.device,
+                                amp_dtype=runner.amp)
 
-    def __init__(self, config: MhistConfig, dataset: kd_data.MhistData, views: dict[str, Views],
-                 folder: Path, device: torch.device, amp: torch.dtype | None, names: dict[str, str] | None = None,
-                 val_metric: str = "auc") -> None:
-        self.config, self.dataset, self.views, self.folder, self.device, self.amp = config, dataset, views, folder, device, amp
-        self.names = names or dict(zip(ROLES, PAIRS[config.pair], strict=True))
-        self.val_metric = val_metric
+    return torch.stack([pooled(v) for v in views.train]), pooled(views.val), pooled(views.test)
 
-    def fresh(self, role: str, seed: int, outputs: int = 2) -> tuple[nn.Module, nn.Module]:
-        """A new network of ``role`` and its top, its trunk frozen; the head is initialised from ``seed``."""
-        torch.manual_seed(seed)  # the new head's initialisation: the same for every arm of a seed and role
-        config = self.config
-        net = backbone(self.names[role], outputs, weights="imagenet" if config.pretrained else None)
-        trunk, top = split_at(net.model, config.split_reduction)
-        set_trainable(trunk, False)
-        return net.model, top
 
-    def two_phase(self, role: str, seed: int, name: str, loss_fn: LossFn = _labels_loss,
-                  soft: Tensor | None = None, outputs: int = 2, targets: Tensor | None = None,
-                  keep_train_logits: bool = False, class_logits: Callable[[Tensor], Tensor] | None = None) -> Trained:
-        """Head on pooled features, then the top on trunk maps; ``soft`` ``(8, N, K)`` are teacher
-        logits per training view (extras of ``loss_fn``), ``targets`` replace the class labels in training."""
-        config, views = self.config, self.views[role]
-        model, top = self.fresh(role, seed, outputs)
-        head = pooled_head(model)
-        y = self.dataset.train.y if targets is None else targets
-        extras = () if soft is None else (soft,)
-        common = {"seed": seed, "device": self.device, "amp_dtype": self.amp, "val_metric": self.val_metric,
-                  "class_logits": class_logits}
-        head_fit = fit(head, ViewBatches(views.pooled_train, y, *extras, batch_size=config.batch_size, seed=seed),
-                       loss_fn, epochs=config.head_epochs, lr=config.head_lr, val_data=(views.pooled_val, self.dataset.val.y),
-                       checkpoint=self.folder / f"seed{seed}_{name}_head.ckpt", description=f"{name} head", **common)
-        head_test = predict_logits(head, views.pooled_test, device=self.device, amp_dtype=self.amp)
-        top_fit = fit(top, ViewBatches(views.train, y, *extras, batch_size=config.batch_size, seed=seed), loss_fn,
-                      epochs=config.finetune_epochs, lr=config.finetune_lr, schedule="cosine",
-                      val_data=(views.val, self.dataset.val.y), checkpoint=self.folder / f"seed{seed}_{name}.ckpt",
-                      description=name, **common)
-        test = self._logits(top, views.test)
-        train = torch.stack([self._logits(top, v) for v in views.train]) if keep_train_logits else None
-        return Trained(top, head_fit, top_fit, test, head_test, train)
+def subclass_head(runner: TwoPhaseRunner, config: MhistConfig, teacher: Trained, seed: int,
+                  learned: bool) -> tuple[FitResult, Tensor, Tensor]:
+    """A 2 × 2 subclass head on the fine-tuned teacher's pooled features (every view): known subclasses
+    from the votes (cross-entropy), or learned ones (class cross-entropy + auxiliary loss).
 
-    def _logits(self, module: nn.Module, inputs: Tensor) -> Tensor:
-        return predict_logits(module, inputs, batch_size=256, device=self.device, amp_dtype=self.amp)
-
-    def scratch(self, role: str, seed: int) -> tuple[FitResult, Tensor]:
-        """All layers from random weights (trainable BatchNorm), ``finetune_epochs`` at ``head_lr`` on augmented images."""
-        config, data = self.config, self.dataset
-        torch.manual_seed(seed)
-        net = backbone(self.names[role], 2, weights=None)
-        model = net.model.to(memory_format=hardware.CONV_MEMORY_FORMAT)
-        train = kd_data.TensorBatches(data.train.x, data.train.y, batch_size=config.batch_size, seed=seed,
-                                      transform=kd_data.ImageTransform(net.mean, net.std, device=self.device))
-        plain = kd_data.ImageTransform(net.mean, net.std, augment=False, device=self.device)
-
-        def batches(x: Tensor) -> kd_data.TensorBatches:
-            return kd_data.TensorBatches(x, batch_size=config.batch_size, shuffle=False, transform=plain)
-
-        result = fit(model, train, epochs=config.finetune_epochs, lr=config.head_lr, schedule="cosine", seed=seed,
-                     val_data=(batches(data.val.x), data.val.y), val_metric="auc", device=self.device,
-                     amp_dtype=self.amp, checkpoint=self.folder / f"seed{seed}_{role}_scratch.ckpt",
-                     description=f"{role} from scratch")
-        return result, self._logits(model, batches(data.test.x))
-
-    def subclass_head(self, teacher: Trained, seed: int, learned: bool) -> tuple[FitResult, Tensor, Tensor]:
-        """A 2 × 2 subclass head on the fine-tuned teacher's pooled features (8 views): known subclasses
-        from the votes (cross-entropy), or learned ones (class cross-entropy + auxiliary loss).
-        Returns its fit, the subclass logits of every training view ``(8, N, 4)`` and of the test set."""
-        config, data = self.config, self.dataset
-        views = self.views["teacher"]
-        top = teacher.top
-
-        def pooled(maps: Tensor) -> Tensor:
-            return apply_in_batches(lambda z: top(z, pre_logits=True), maps, batch_size=256, device=self.device,
-                                    amp_dtype=self.amp)
-
-        top.eval()
-        train = torch.stack([pooled(v) for v in views.train])
-        val, test = pooled(views.val), pooled(views.test)
-        torch.manual_seed(seed)
-        head = nn.Linear(train.shape[-1], 2 * SUBCLASSES_PER_CLASS)
-        if learned:
-            def loss_fn(outputs: Tensor, targets: Tensor, *_: Tensor) -> Tensor:
-                hard = F.cross_entropy(_class_logits(outputs), targets)
-                return hard + config.aux_weight * subclass_auxiliary_loss(outputs, config.aux_temperature)
-
-            targets = data.train.y
-        else:
-            loss_fn, targets = _labels_loss, vote_subclasses(data.train.y, data.train.votes)
-        kind = "learned" if learned else "known"
-        result = fit(head, ViewBatches(train, targets, batch_size=config.batch_size, seed=seed), loss_fn,
-                     epochs=config.head_epochs, lr=config.head_lr, val_data=(val, data.val.y), val_metric="auc",
-                     class_logits=_class_logits, seed=seed, device=self.device, amp_dtype=self.amp,
-                     checkpoint=self.folder / f"seed{seed}_teacher_{kind}_head.ckpt", description=f"{kind}-subclass head")
-        return result, torch.stack([self._logits(head, v) for v in train]), self._logits(head, test)
+    Returns its fit, the subclass logits of every training view ``(V, N, 4)`` and of the test set ``(N, 4)``."""
+    data = runner.dataset
+    train, val, test = _fine_tuned_features(runner, teacher)
+    torch.manual_seed(seed)
+    head = nn.Linear(train.shape[-1], 2 * SUBCLASSES_PER_CLASS)
+    if learned:
+        loss, targets = functools.partial(_learned_subclass_loss, aux_weight=config.aux_weight,
+                                          aux_temperature=config.aux_temperature), data.train.y
+    else:
+        loss, targets = CrossEntropy(), vote_subclasses(data.train.y, data.train.extras["votes"])
+    kind = "learned" if learned else "known"
+    result = fit(head, ViewBatches(train, targets, batch_size=config.batch_size, seed=seed), loss,
+                 epochs=config.head_epochs, lr=config.head_lr, val_data=(val, data.val.y),
+                 val_metric="auc", class_logits=_class_logits, seed=seed, device=runner.device,
+                 amp_dtype=runner.amp, checkpoint=runner.folder / f"seed{seed}_teacher_{kind}_head.ckpt",
+                 description=f"{kind}-subclass head")
+    return result, torch.stack([runner.logits(head, v) for v in train]), runner.logits(head, test)
 
 
 def _probability(logits: Tensor) -> Tensor:
@@ -400,95 +254,136 @@ def _probability(logits: Tensor) -> Tensor:
     return torch.softmax(logits.float(), -1)[:, 1]
 
 
-def _row(seed: int, arm: str, role: str, model: str, labels: Tensor, logits: Tensor, result: FitResult,
-         head_logits: Tensor | None = None, head_result: FitResult | None = None) -> dict:
-    probability = _probability(logits)
-    return {
-        "seed": seed, "arm": arm, "role": role, "model": model,
-        "val_auc": result.best_val_score, "test_auc": roc_auc(logits, labels),
-        "test_auc_head": roc_auc(head_logits, labels) if head_logits is not None else np.nan,
-        "balanced_accuracy": float(balanced_accuracy_score(labels.numpy(), (probability >= 0.5).long().numpy())),
-        "best_epoch": result.best_epoch,
-        "train_seconds": result.train_seconds + (head_result.train_seconds if head_result is not None else 0.0),
-    }
+@dataclass
+class _Record:
+    """The rows, test scores and validation curves that :func:`run_study` collects."""
+
+    config: MhistConfig
+    labels: Tensor  # test labels (N_test,)
+    rows: list[dict] = field(default_factory=list)
+    scores: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def row(self, seed: int, arm: str, role: str, logits: Tensor, result: FitResult,
+            head: Trained | None = None) -> None:
+        """One row of ``runs`` for a network with test ``logits`` ``(N, 2)`` and its (last) fit."""
+        labels = self.labels
+        predicted = (_probability(logits) >= 0.5).long().numpy()
+        self.rows.append({
+            "seed": seed, "arm": arm, "role": role, "model": self.config.names()[role],
+            "val_auc": result.best_val_score, "test_auc": roc_auc(logits, labels),
+            "test_auc_head": roc_auc(head.head_test_logits, labels) if head else np.nan,
+            "balanced_accuracy": float(balanced_accuracy_score(labels.numpy(), predicted)),
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.train_seconds + (head.head_fit.train_seconds if head else 0.0),
+        })
+
+    def arm(self, seed: int, arm: str, role: str, logits: Tensor, result: FitResult,
+            head: Trained | None = None) -> None:
+        """A row, the test scores and (first seed) the validation curve of both phases of an arm."""
+        self.row(seed, arm, role, logits, result, head)
+        self.scores.setdefault(arm, {})[seed] = [round(p, 5) for p in _probability(logits).tolist()]
+        if seed == self.config.seeds[0]:
+            curve = [h["val_auc"] for h in head.head_fit.history] if head else []
+            self.history[arm] = curve + [h["val_auc"] for h in result.history]
+
+    def trained(self, seed: int, arm: str, role: str, trained: Trained) -> None:
+        """:meth:`arm` for a network trained in two phases."""
+        self.arm(seed, arm, role, trained.test_logits, trained.fit, trained)
 
 
-def run_study(config: MhistConfig, dataset: kd_data.MhistData, *, run_root: Path | None = None,
+def _labels_only_arms(runner: TwoPhaseRunner, record: _Record, seed: int) -> Trained:
+    """Teacher and student, pretrained and from scratch, trained on the labels; returns the teacher."""
+    trained = {}
+    for role in ("teacher", "student"):
+        trained[role] = runner.two_phase(role, seed, role, keep_train_logits=role == "teacher")
+        record.trained(seed, role, role, trained[role])
+        result, logits = runner.scratch(role, seed)
+        record.arm(seed, f"{role}_scratch", role, logits, result)
+    return trained["teacher"]
+
+
+def _kd_grid(runner: TwoPhaseRunner, config: MhistConfig, seed: int, teacher: Trained) -> dict[tuple, Trained]:
+    """The student distilled from ``teacher`` at every (T, α) of the grid."""
+    return {(t, a): runner.two_phase("student", seed, f"kd_T{t:g}_a{a:g}", HintonKD(t, a), soft=teacher.train_logits)
+            for t in config.temperatures for a in config.alphas}
+
+
+def _grid_rows(seed: int, grid: dict[tuple, Trained], labels: Tensor) -> list[dict]:
+    """One row per (T, α) with the validation and test AUC of its student."""
+    return [{"seed": seed, "temperature": t, "alpha": a, "val_auc": trained.fit.best_val_score,
+             "test_auc": roc_auc(trained.test_logits, labels)} for (t, a), trained in grid.items()]
+
+
+def _subclass_arms(runner: TwoPhaseRunner, config: MhistConfig, record: _Record, seed: int, teacher: Trained,
+                   temperature: float, alpha: float) -> None:
+    """For known and learned subclasses: the teacher's subclass head, the student distilled from its
+    subclass logits, and the control distilled from its class logits alone."""
+    for kind in ("known", "learned"):
+        head_fit, train_sub, test_sub = subclass_head(runner, config, teacher, seed, learned=kind == "learned")
+        record.row(seed, f"teacher_{kind}", "teacher", _class_logits(test_sub), head_fit)
+        skd = runner.two_phase("student", seed, f"{kind}_skd", SubclassKD(SUBCLASSES_PER_CLASS, temperature, alpha),
+                               soft=train_sub, outputs=2 * SUBCLASSES_PER_CLASS, class_logits=_class_logits)
+        skd.test_logits, skd.head_test_logits = _class_logits(skd.test_logits), _class_logits(skd.head_test_logits)
+        record.trained(seed, f"{kind}_skd", "student", skd)
+        class_soft = _class_logits(train_sub.flatten(0, 1)).view(*train_sub.shape[:2], 2)
+        control = runner.two_phase("student", seed, f"{kind}_control", HintonKD(temperature, alpha), soft=class_soft)
+        record.trained(seed, f"{kind}_control", "student", control)
+
+
+def _assistant_arms(runner: TwoPhaseRunner, record: _Record, seed: int, teacher: Trained, temperature: float,
+                    alpha: float) -> None:
+    """The assistant distilled from the teacher, then the student distilled from the assistant."""
+    assistant = runner.two_phase("assistant", seed, "assistant", HintonKD(temperature, alpha),
+                                 soft=teacher.train_logits, keep_train_logits=True)
+    record.trained(seed, "assistant", "assistant", assistant)
+    takd = runner.two_phase("student", seed, "takd", HintonKD(temperature, alpha), soft=assistant.train_logits)
+    record.trained(seed, "takd", "student", takd)
+
+
+def _runner(config: MhistConfig, dataset: kd_data.ImageData, folder: Path, device: torch.device,
+            nets: dict[str, Backbone]) -> tuple[TwoPhaseRunner, float]:
+    """The two-phase runner on the cached views of ``nets``, and the seconds the views took."""
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
+    start = time.perf_counter()
+    views = {role: role_views(role, net, dataset, config.split_reduction, folder.parent / "cache", device, amp,
+                              ALL_VIEWS) for role, net in nets.items()}
+    settings = TwoPhaseSettings.from_config(config, config.names(), val_metric="auc")
+    return TwoPhaseRunner(settings, dataset, views, folder, device, amp), time.perf_counter() - start
+
+
+def run_study(config: MhistConfig, dataset: kd_data.ImageData, *, run_root: Path | None = None,
               device: str | torch.device | None = None) -> MhistOutcome:
     """Train and evaluate every arm of the study for every seed (checkpointed: a rerun resumes).
 
-    ``dataset`` comes from :func:`kdcourse.data.load_mhist` at ``config.size`` (with ``config.limit``)."""
+    ``dataset`` comes from :func:`kdcourse.data.load_mhist` at ``config.size`` (with ``config.limit``).
+    First the labels-only arms and the distillation grid for every seed; the grid's (T, α) of best mean
+    validation AUC then serves the KD arm, subclass distillation and distillation through the assistant."""
     _check(config)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     nets = load_backbones(config)  # fails first, and clearly, when pretrained weights are missing
-    folder = (run_root or paths.runs_dir()) / "mhist" / config.key()
-    start = time.perf_counter()
-    views = {role: role_views(role, net, dataset, config, folder, device, amp) for role, net in nets.items()}
-    cache_seconds = time.perf_counter() - start
-    runner = TwoPhaseRunner(config, dataset, views, folder, device, amp)
-    labels = dataset.test.y
-    rows, grid_rows, history = [], [], {}
-    scores: dict[str, dict[int, list[float]]] = {}
-    names = dict(zip(ROLES, PAIRS[config.pair], strict=True))
-    per_seed: dict[int, dict] = {}
-
-    def keep(seed: int, arm: str, role: str, logits: Tensor, result: FitResult, head: Trained | None = None) -> None:
-        rows.append(_row(seed, arm, role, names[role], labels, logits, result,
-                         head.head_test_logits if head else None, head.head_fit if head else None))
-        scores.setdefault(arm, {})[seed] = [round(p, 5) for p in _probability(logits).tolist()]
-        if seed == config.seeds[0]:
-            history[arm] = ([h["val_auc"] for h in head.head_fit.history] if head else []) + [h["val_auc"] for h in result.history]
-
-    # teachers and the labels-only students, then the distillation grid
+    runner, cache_seconds = _runner(config, dataset, (run_root or paths.runs_dir()) / "mhist" / config.key(),
+                                    device, nets)
+    record, labels = _Record(config, dataset.test.y), dataset.test.y
+    teachers, grids, grid_rows = {}, {}, []
     for seed in config.seeds:
-        teacher = runner.two_phase("teacher", seed, "teacher", keep_train_logits=True)
-        keep(seed, "teacher", "teacher", teacher.test_logits, teacher.fit, teacher)
-        fit_result, logits = runner.scratch("teacher", seed)
-        keep(seed, "teacher_scratch", "teacher", logits, fit_result)
-        student = runner.two_phase("student", seed, "student")
-        keep(seed, "student", "student", student.test_logits, student.fit, student)
-        fit_result, logits = runner.scratch("student", seed)
-        keep(seed, "student_scratch", "student", logits, fit_result)
-        for temperature in config.temperatures:
-            for alpha in config.alphas:
-                trained = runner.two_phase("student", seed, f"kd_T{temperature:g}_a{alpha:g}",
-                                           _kd_loss(temperature, alpha), soft=teacher.train_logits)
-                grid_rows.append({"seed": seed, "temperature": temperature, "alpha": alpha,
-                                  "val_auc": trained.fit.best_val_score, "test_auc": roc_auc(trained.test_logits, labels)})
-                per_seed.setdefault(seed, {})[(temperature, alpha)] = trained
-        per_seed[seed]["teacher"] = teacher
+        teachers[seed] = _labels_only_arms(runner, record, seed)
+        grids[seed] = _kd_grid(runner, config, seed, teachers[seed])
+        grid_rows += _grid_rows(seed, grids[seed], labels)
     grid = pd.DataFrame(grid_rows)
-    best = grid.groupby(["temperature", "alpha"])["val_auc"].mean().idxmax()
-    chosen = {"temperature": float(best[0]), "alpha": float(best[1])}
-    temperature, alpha = best
-
-    # the chosen distillation, subclass distillation, and distillation through the assistant
+    temperature, alpha = grid.groupby(["temperature", "alpha"])["val_auc"].mean().idxmax()
     for seed in config.seeds:
-        teacher, kd = per_seed[seed]["teacher"], per_seed[seed][best]
-        keep(seed, "kd", "student", kd.test_logits, kd.fit, kd)
-        for kind in ("known", "learned"):
-            head_fit, train_sub, test_sub = runner.subclass_head(teacher, seed, learned=kind == "learned")
-            rows.append(_row(seed, f"teacher_{kind}", "teacher", names["teacher"], labels, _class_logits(test_sub), head_fit))
-            skd = runner.two_phase("student", seed, f"{kind}_skd", _subclass_kd_loss(temperature, alpha), soft=train_sub,
-                                   outputs=2 * SUBCLASSES_PER_CLASS, class_logits=_class_logits)
-            skd.test_logits, skd.head_test_logits = _class_logits(skd.test_logits), _class_logits(skd.head_test_logits)
-            keep(seed, f"{kind}_skd", "student", skd.test_logits, skd.fit, skd)
-            control = runner.two_phase("student", seed, f"{kind}_control", _kd_loss(temperature, alpha),
-                                       soft=_class_logits(train_sub.flatten(0, 1)).view(*train_sub.shape[:2], 2))
-            keep(seed, f"{kind}_control", "student", control.test_logits, control.fit, control)
-        assistant = runner.two_phase("assistant", seed, "assistant", _kd_loss(temperature, alpha), soft=teacher.train_logits,
-                                     keep_train_logits=True)
-        keep(seed, "assistant", "assistant", assistant.test_logits, assistant.fit, assistant)
-        takd = runner.two_phase("student", seed, "takd", _kd_loss(temperature, alpha), soft=assistant.train_logits)
-        keep(seed, "takd", "student", takd.test_logits, takd.fit, takd)
-
+        record.trained(seed, "kd", "student", grids[seed][(temperature, alpha)])
+        _subclass_arms(runner, config, record, seed, teachers[seed], temperature, alpha)
+        _assistant_arms(runner, record, seed, teachers[seed], temperature, alpha)
     counts = {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)}
-    return MhistOutcome(config, pd.DataFrame(rows), grid, chosen, scores, labels.tolist(), history, cache_seconds, counts,
-                        {role: net.weights for role, net in nets.items()})
+    chosen = {"temperature": float(temperature), "alpha": float(alpha)}
+    return MhistOutcome(config, pd.DataFrame(record.rows), grid, chosen, record.scores, labels.tolist(),
+                        record.history, cache_seconds, counts, {role: net.weights for role, net in nets.items()})
 
 
-def arm_summary(runs: pd.DataFrame, columns: tuple[str, ...] = ("test_auc", "test_auc_head", "balanced_accuracy", "val_auc")) -> pd.DataFrame:
+def arm_summary(runs: pd.DataFrame, columns: tuple[str, ...] = ("test_auc", "test_auc_head", "balanced_accuracy",
+                                                                 "val_auc")) -> pd.DataFrame:
     """Mean and std over seeds of ``columns`` per arm, in the order the arms first appear."""
     order = list(dict.fromkeys(runs["arm"]))
     stats = runs.groupby("arm")[list(columns)].agg(["mean", "std"])
@@ -513,14 +408,17 @@ def effect_table(runs: pd.DataFrame, scores: dict, labels: list[int],
     """One row per comparison ``(arm, baseline)``: the test-AUC difference in points, paired over seeds
     (``seeds …`` columns) and by a paired bootstrap over test images of the seed-averaged AUC difference
     (``images …`` columns), each with its 95 % interval and verdict (:mod:`kdcourse.stats`)."""
-    scores = {arm: {int(seed): values for seed, values in by_seed.items()} for arm, by_seed in scores.items()}  # JSON keys are text
+    # JSON keys are text
+    scores = {arm: {int(seed): values for seed, values in by_seed.items()} for arm, by_seed in scores.items()}
     rows = []
     for arm, baseline in comparisons:
         row: dict = {"arm": arm, "baseline": baseline}
         a, b = _by_seed(runs, arm), _by_seed(runs, baseline)
-        effects: dict[str, Effect | None] = {"seeds": paired_effect(a, b) if len(a.index.intersection(b.index)) > 1 else None}
+        paired = len(a.index.intersection(b.index)) > 1
+        effects: dict[str, Effect | None] = {"seeds": paired_effect(a, b) if paired else None}
         seeds = [seed for seed in scores[arm] if seed in scores[baseline]]
-        effects["images"] = bootstrap_auc_effect([scores[arm][s] for s in seeds], [scores[baseline][s] for s in seeds], labels)
+        effects["images"] = bootstrap_auc_effect([scores[arm][s] for s in seeds], [scores[baseline][s] for s in seeds],
+                                                 labels)
         for over, effect in effects.items():
             for name in ("mean", "std", "low", "high", "verdict"):
                 row[f"{over} {name}"] = getattr(effect, name) if effect is not None else np.nan

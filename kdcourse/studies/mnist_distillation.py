@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -20,12 +19,13 @@ from torch import nn
 
 from kdcourse import data as kd_data
 from kdcourse import hardware, metrics, models, paths, stats
-from kdcourse.kd import stacked, teachers
-from kdcourse.train import FitResult, fit, predict_logits
-from kdcourse.studies.common import config_key, with_overrides
+from kdcourse.kd import stacked
+from kdcourse.train import fit, predict_logits
+from kdcourse.studies import mnist_teacher
+from kdcourse.studies.common import config_key, study_dataset, with_overrides
 
 __all__ = [
-    "StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_dir_for", "study_dataset", "train_teacher", "seed_models",
+    "StudyConfig", "PROFILES", "StudyOutcome", "config_for", "run_dir_for", "teacher_config", "seed_models",
     "run_study",
     "grid_table", "arm_accuracy", "paired_comparison", "grid_effects",
 ]
@@ -97,46 +97,14 @@ def run_dir_for(config: StudyConfig, run_root: Path | None = None) -> Path:
     return (run_root or paths.runs_dir() / "mnist_distillation") / config.key()
 
 
-class SplitSettings(Protocol):
-    """What :func:`study_dataset` needs of a study configuration."""
-
-    val_size: int
-    train_samples: int | None
-
-
-def study_dataset(config: SplitSettings, dataset: kd_data.ImageData) -> kd_data.ImageData:
-    """``dataset`` with its training split cut to ``config.train_samples`` (when set); checks the validation size."""
-    if len(dataset.val) != config.val_size:
-        raise ValueError(f"dataset has {len(dataset.val)} validation images but config.val_size is {config.val_size}; "
-                         "load it with load_mnist(val_size=config.val_size)")
-    if config.train_samples is None:
-        return dataset
-    return kd_data.ImageData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
-
-
-def train_teacher(
-    config: StudyConfig, dataset: kd_data.ImageData, seed: int, run_dir: Path, device: torch.device
-) -> tuple[nn.Module, FitResult, torch.Tensor]:
-    """Train the teacher of ``seed`` (or load it from ``run_dir``) and its logits ``(N, 10)`` on the training split.
-
-    ``dataset`` comes from :func:`study_dataset`. Other studies call this with the same configuration
-    and folder to reuse the teacher and its cached logits instead of training them again.
-    """
-    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
-    torch.manual_seed(seed)
-    teacher = models.mnist_teacher().to(memory_format=hardware.CONV_MEMORY_FORMAT)
-    augment = None
-    if config.teacher_shift > 0:
-        def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return kd_data.random_shift(x, generator, config.teacher_shift)
-    batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, batch_size=config.teacher_batch_size, seed=seed, transform=augment)
-    result = fit(
-        teacher, batches, epochs=config.teacher_epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.teacher_lr,
-        schedule="cosine", checkpoint=run_dir / f"teacher_seed{seed}.ckpt", seed=seed, amp_dtype=amp, device=device,
-        description=f"teacher seed {seed}",
+def teacher_config(config: StudyConfig, run_root: Path | None = None) -> mnist_teacher.TeacherConfig:
+    """The course teacher that ``config``'s ``teacher_*`` fields and splits describe, its checkpoints under
+    ``run_root`` (None: :func:`kdcourse.paths.runs_dir`)."""
+    return mnist_teacher.TeacherConfig(
+        epochs=config.teacher_epochs, batch_size=config.teacher_batch_size, lr=config.teacher_lr,
+        shift=config.teacher_shift, train_samples=config.train_samples, val_size=config.val_size,
+        mixed_precision=config.mixed_precision, run_root=run_root,
     )
-    soft_targets = teachers.teacher_logits(teacher, dataset.train.x, cache=run_dir / f"teacher_logits_seed{seed}.pt", amp_dtype=amp, device=device)
-    return teacher, result, soft_targets
 
 
 def _grid_members(config: StudyConfig) -> list[tuple[str, float, float]]:
@@ -193,7 +161,7 @@ def seed_models(
     run_dir = run_dir_for(config, run_root)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
-    teacher, _, soft_targets = train_teacher(config, dataset, seed, run_dir, device)
+    teacher, _, soft_targets = mnist_teacher.train_teacher(teacher_config(config, run_root), dataset, seed, device)
     _, students, _ = _train_students(config, dataset, seed, soft_targets, run_dir, amp, device)
     return {name: model.cpu().eval() for name, model in {"teacher": teacher, **students}.items()}
 
@@ -203,8 +171,9 @@ def run_study(
 ) -> StudyOutcome:
     """Train teachers and students for every seed, resuming finished work from checkpoints.
 
-    Checkpoints and cached teacher logits go to ``run_root / config.key()`` (default root:
-    ``kdcourse.paths.runs_dir() / "mnist_distillation"``), so another configuration never reuses them.
+    The students' checkpoints go to ``run_root / config.key()`` (default root:
+    ``kdcourse.paths.runs_dir() / "mnist_distillation"``), so another configuration never reuses them;
+    the teachers are the course's (:mod:`kdcourse.studies.mnist_teacher`, under ``run_root`` when given).
     ``dataset`` must have been loaded with ``val_size=config.val_size``. ``device`` defaults to the
     GPU when there is one, else the CPU.
     """
@@ -219,7 +188,7 @@ def run_study(
     train_seconds = 0.0
     epoch_seconds: dict[str, float] = {}
     for seed in config.seeds:
-        teacher, teacher_fit, soft_targets = train_teacher(config, dataset, seed, run_dir, device)
+        teacher, teacher_fit, soft_targets = mnist_teacher.train_teacher(teacher_config(config, run_root), dataset, seed, device)
         train_seconds += teacher_fit.train_seconds
         epoch_seconds["teacher"] = teacher_fit.train_seconds / len(teacher_fit.history)
         teacher_test = predict_logits(teacher, dataset.test.x, amp_dtype=amp, device=device)

@@ -25,11 +25,10 @@ from kdcourse import hardware, models, paths
 from kdcourse.kd import teachers
 from kdcourse.kd.eskd import train_with_snapshots
 from kdcourse.stats import paired_effect
-from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
 from kdcourse.metrics import classification_scores
 from kdcourse.train import fit, predict_logits
-from kdcourse.studies.common import config_key, with_overrides
-from kdcourse.studies.mnist_distillation import study_dataset
+from kdcourse.studies.common import config_key, study_dataset, with_overrides
 
 __all__ = ["EskdConfig", "PROFILES", "TEACHERS", "config_for", "run_study", "paired_against", "chosen_epoch"]
 
@@ -103,7 +102,7 @@ def run_study(config: EskdConfig, dataset: kd_data.ImageData, *, run_root: Path 
         net = models.mnist_student()
         batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, soft_targets, batch_size=config.student_batch_size, seed=seed)
         result = fit(
-            net, batches, lambda s, y, t: distillation_loss(s, t, y, config.temperature, alpha), epochs=config.student_epochs,
+            net, batches, HintonKD(config.temperature, alpha), epochs=config.student_epochs,
             val_data=(dataset.val.x, dataset.val.y), lr=config.student_lr, schedule="cosine", seed=seed, device=device,
             amp_dtype=amp, checkpoint=run_dir / f"seed{seed}_student_{name}.ckpt", description=f"student {name}",
         )

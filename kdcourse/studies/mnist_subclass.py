@@ -35,11 +35,10 @@ from torch import Tensor, nn
 from kdcourse import data as kd_data
 from kdcourse import hardware, models, paths
 from kdcourse.kd import teachers
-from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
-from kdcourse.kd.subclass import MNIST_SUBCLASSES_PER_CLASS, class_logits_from_subclasses, contingency, mnist_superclass, subclass_assignments, subclass_auxiliary_loss, subclass_digit_nmi, subclass_distillation_loss, subclass_usage
+from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
+from kdcourse.kd.subclass import MNIST_SUBCLASSES_PER_CLASS, SubclassKD, class_logits_from_subclasses, contingency, mnist_superclass, subclass_assignments, subclass_auxiliary_loss, subclass_digit_nmi, subclass_usage
 from kdcourse.train import fit, predict_logits
-from kdcourse.studies.common import config_key, paired_difference, with_overrides
-from kdcourse.studies.mnist_distillation import study_dataset
+from kdcourse.studies.common import config_key, paired_difference, study_dataset, with_overrides
 
 __all__ = ["SubclassConfig", "PROFILES", "TEACHERS", "SubclassOutcome", "config_for", "run_study", "arm_summary", "paired_against"]
 
@@ -274,15 +273,14 @@ def run_study(config: SubclassConfig, dataset: kd_data.ImageData, *, run_root: P
     )
 
 
-def _plain(config: SubclassConfig, alpha: float) -> Callable[..., Tensor]:
-    """Conventional distillation loss (α = 0: cross-entropy only) with the study's temperature."""
-    return lambda outputs, targets, soft: distillation_loss(outputs, soft, targets, config.temperature, alpha)
+def _plain(config: SubclassConfig, alpha: float) -> HintonKD:
+    """Conventional distillation (α = 0: cross-entropy only) with the study's temperature."""
+    return HintonKD(config.temperature, alpha)
 
 
-def _subclass(config: SubclassConfig, subclasses_per_class: int) -> Callable[..., Tensor]:
-    """Subclass distillation loss with the study's temperature and α."""
-    return lambda outputs, targets, soft: subclass_distillation_loss(outputs, soft, targets, subclasses_per_class,
-                                                                   config.temperature, config.alpha)
+def _subclass(config: SubclassConfig, subclasses_per_class: int) -> SubclassKD:
+    """Subclass distillation with the study's temperature and α."""
+    return SubclassKD(subclasses_per_class, config.temperature, config.alpha)
 
 
 def arm_summary(students: pd.DataFrame) -> pd.DataFrame:

@@ -22,12 +22,12 @@ from torch import nn
 from kdcourse import data as kd_data
 from kdcourse import hardware, models, paths, stats
 from kdcourse.kd import teachers
-from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
+from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
 from kdcourse.metrics import classification_scores
 from kdcourse.train import FitResult, fit, predict_logits
 from kdcourse.studies import common
-from kdcourse.studies.common import config_key, with_overrides
-from kdcourse.studies import mnist_distillation
+from kdcourse.studies import mnist_teacher
+from kdcourse.studies.common import config_key, study_dataset, with_overrides
 
 __all__ = [
     "TakdConfig", "PROFILES", "TakdOutcome", "config_for", "run_study", "arm_summary", "paired_difference", "arm_effect",
@@ -36,7 +36,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TakdConfig:
-    """Settings shared by every arm (the teacher's come from the MNIST distillation study's profile)."""
+    """Settings shared by every arm (the teacher is the course's, :mod:`kdcourse.studies.mnist_teacher`)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     student_hidden: int = 16  # one hidden layer: 784-16-10, 12,730 parameters
@@ -88,32 +88,28 @@ def _distil(
     """Train ``model`` on the labels and ``soft_targets`` ``(N, 10)`` with the study's budget."""
     batches = kd_data.TensorBatches(dataset.train.x, dataset.train.y, soft_targets, batch_size=config.batch_size, seed=seed)
 
-    def loss_fn(logits: torch.Tensor, targets: torch.Tensor, teacher_batch: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(logits, teacher_batch, targets, config.temperature, alpha)
-
     return fit(
-        model, batches, loss_fn, epochs=config.epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.lr,
+        model, batches, HintonKD(config.temperature, alpha), epochs=config.epochs, val_data=(dataset.val.x, dataset.val.y), lr=config.lr,
         schedule="cosine", checkpoint=checkpoint, seed=seed, device=device,
         amp_dtype=hardware.autocast_dtype(device, allowed=config.mixed_precision), description=checkpoint.stem,
     )
 
 
 def run_study(
-    config: TakdConfig, dataset: kd_data.ImageData, profile: str, *, run_root: Path | None = None,
+    config: TakdConfig, dataset: kd_data.ImageData, teacher_config: mnist_teacher.TeacherConfig, *,
+    run_root: Path | None = None,
     device: str | torch.device | None = None,
 ) -> TakdOutcome:
     """Train assistants and students for every seed (resuming from checkpoints) and score them on the test set.
 
-    ``profile`` selects the teacher configuration of :mod:`kdcourse.studies.mnist_distillation`;
-    ``dataset`` must have been loaded with that configuration's ``val_size``.
+    ``teacher_config`` is the course teacher's (:mod:`kdcourse.studies.mnist_teacher`), trained or read
+    from its checkpoints; ``dataset`` must have been loaded with its ``val_size``.
     """
     check_temperature(config.temperature)
     check_alpha(config.alpha)
     if config.student_hidden < 1 or any(h < 1 for h in config.assistant_hidden):
         raise ValueError("hidden widths must be >= 1")
-    teacher_config = mnist_distillation.config_for(profile, seeds=config.seeds)
-    dataset = mnist_distillation.study_dataset(teacher_config, dataset)
-    teacher_dir = mnist_distillation.run_dir_for(teacher_config, run_root and run_root / "mnist_distillation")
+    dataset = study_dataset(teacher_config, dataset)
     run_dir = (run_root or paths.runs_dir()) / "mnist_takd" / f"{config.key()}-{teacher_config.key()}"
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
@@ -128,7 +124,7 @@ def run_study(
                      "test_accuracy": scores["accuracy"], "f1": scores["f1"]})
 
     for seed in config.seeds:
-        teacher, teacher_fit, teacher_logits = mnist_distillation.train_teacher(teacher_config, dataset, seed, teacher_dir, device)
+        teacher, teacher_fit, teacher_logits = mnist_teacher.train_teacher(teacher_config, dataset, seed, device)
         teacher_seconds += teacher_fit.train_seconds
         record(seed, "teacher", "teacher", teacher, teacher_fit, float("nan"))
 

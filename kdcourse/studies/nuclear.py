@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -29,14 +29,14 @@ from torch import Tensor, nn
 from kdcourse import data as kd_data
 from kdcourse import hardware, models, paths
 from kdcourse.kd import teachers
-from kdcourse.kd.hinton import check_alpha, check_temperature, distillation_loss
-from kdcourse.lowrank import first_linear, linear_macs, nuclear_norm, nuclear_penalty_loss, replace_first_linear, singular_values
+from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
+from kdcourse.lowrank import NuclearPenalty, first_linear, linear_macs, nuclear_norm, replace_first_linear, singular_values
 from kdcourse.stats import Effect, paired_effect
 from kdcourse.metrics import classification_scores
 from kdcourse.costs import count_macs, measure_latency
 from kdcourse.train import fit, predict_logits
-from kdcourse.studies import mnist_distillation
-from kdcourse.studies.common import config_key, with_overrides
+from kdcourse.studies import mnist_teacher
+from kdcourse.studies.common import config_key, study_dataset, with_overrides
 
 __all__ = [
     "NuclearConfig", "PROFILES", "EUROSAT_PROFILES", "NuclearTask", "NuclearOutcome", "config_for", "mnist_task",
@@ -59,10 +59,10 @@ class NuclearConfig:
     penalty_every: int = 10  # lazy penalty: every 10th step, weighted 10 β (the SVD dominates a CPU step)
     ranks: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
     rank_tolerance: float = 0.1  # points of validation accuracy a factorised student may lose
-    teacher_epochs: int = 15  # EuroSAT teacher only (the MNIST teacher comes from the distillation study)
+    teacher_epochs: int = 15  # EuroSAT teacher only (the MNIST teacher is the course's, mnist_teacher)
     teacher_lr: float = 1e-3
     teacher_batch_size: int = 128
-    train_samples: int | None = None  # EuroSAT only: MNIST uses the training split of the distillation study's profile
+    train_samples: int | None = None  # EuroSAT only: MNIST uses the course teacher's training split
     mixed_precision: bool = True
 
     def key(self) -> str:
@@ -105,16 +105,14 @@ class NuclearTask:
     input_shape: tuple[int, ...]
 
 
-def mnist_task(config: NuclearConfig, dataset: kd_data.ImageData, profile: str, *, run_root: Path | None = None,
+def mnist_task(dataset: kd_data.ImageData, teacher_config: mnist_teacher.TeacherConfig, *,
                device: torch.device | None = None) -> NuclearTask:
-    """MNIST with the distillation chapter's teachers (``profile`` selects their configuration) and the course student."""
-    teacher_config = mnist_distillation.config_for(profile, seeds=config.seeds)
-    dataset = mnist_distillation.study_dataset(teacher_config, dataset)  # the teachers' split, so their cached logits fit
-    teacher_dir = mnist_distillation.run_dir_for(teacher_config, run_root and run_root / "mnist_distillation")
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """MNIST with the course's teachers (:mod:`kdcourse.studies.mnist_teacher`, trained or read from their
+    checkpoints) and the course student."""
+    dataset = study_dataset(teacher_config, dataset)  # the teachers' split, so their cached logits fit
 
     def teacher(seed: int, _: Path) -> tuple[nn.Module, Tensor, float]:
-        model, result, logits = mnist_distillation.train_teacher(teacher_config, dataset, seed, teacher_dir, device)
+        model, result, logits = mnist_teacher.train_teacher(teacher_config, dataset, seed, device)
         return model, logits, result.train_seconds
 
     return NuclearTask("MNIST", dataset, models.mnist_student, teacher, (1, 28, 28))
@@ -124,7 +122,7 @@ def eurosat_task(config: NuclearConfig, dataset: kd_data.ImageData, *, device: t
     """EuroSAT with a ResNet-18 teacher (torchvision, trained from scratch here) and a 12,288-512-512-10 MLP student."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
-    dataset = kd_data.ImageData(dataset.train.head(config.train_samples), dataset.val, dataset.test)
+    dataset = replace(dataset, train=dataset.train.head(config.train_samples))
     channels, height, width = dataset.train.x.shape[1:]
 
     def augment(x: Tensor, generator: torch.Generator) -> Tensor:
@@ -220,12 +218,9 @@ def run_study(config: NuclearConfig, task: NuclearTask, *, run_root: Path | None
             for beta in config.betas:
                 torch.manual_seed(seed)
                 student = task.student()
-
-                def base(logits: Tensor, targets: Tensor, soft: Tensor, alpha: float = alpha) -> Tensor:
-                    return distillation_loss(logits, soft, targets, config.temperature, alpha)
-
+                method = NuclearPenalty(HintonKD(config.temperature, alpha), student, beta, every=config.penalty_every)
                 result = fit(
-                    student, batches, nuclear_penalty_loss(base, student, beta, every=config.penalty_every), epochs=config.epochs,
+                    student, batches, method, epochs=config.epochs,
                     val_data=(data.val.x, data.val.y), lr=config.lr, schedule="cosine", seed=seed, device=device, amp_dtype=amp,
                     checkpoint=run_dir / f"seed{seed}_alpha{alpha:g}_beta{beta:g}.ckpt",
                     description=f"{task.name} student α={alpha:g} β={beta:g} seed {seed}",

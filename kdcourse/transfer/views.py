@@ -1,17 +1,9 @@
-"""Transfer learning without paying for the frozen layers twice.
+"""Cached dihedral views of images through a frozen trunk, and mini-batches drawn from them.
 
-When a pretrained backbone is fine-tuned with its early layers frozen, those layers compute the
-same function in every epoch. Histology augmentation here is the eight symmetries of the square
-(:func:`kdcourse.data.augment_batch`), so a frozen trunk only ever sees eight versions of each
-training image: :func:`trunk_views` computes the trunk's output for all of them once, and
-:class:`ViewBatches` then serves each image in a random one of its views, drawn exactly as
-``TensorBatches`` with an augmenting ``ImageTransform`` would draw it. Training the top of the
-network on these batches gives the same weights as training the whole network with a frozen trunk
-on augmented images (tested), at the cost of the top alone.
-
-The two phases of the usual recipe both run on such caches: *feature extraction* trains the new
-head on pooled features (``Top(..., pre_logits=True)`` of the views), *fine-tuning* trains the
-top (later stages and head) on the trunk's feature maps, at a lower learning rate.
+Histology augmentation here is the eight symmetries of the square (:func:`kdcourse.data.augment_batch`),
+so a frozen trunk only ever sees eight versions of each training image: :func:`trunk_views` computes
+the trunk's output for all of them once, and :class:`ViewBatches` then serves each image in a random
+one of its views, drawn exactly as ``TensorBatches`` with an augmenting ``ImageTransform`` would draw it.
 """
 
 from __future__ import annotations
@@ -24,9 +16,10 @@ from torch import Tensor, nn
 from kdcourse import checkpoints
 from kdcourse.data import normalise_images
 
-__all__ = ["VIEWS", "dihedral_view", "trunk_views", "apply_in_batches", "ViewBatches"]
+__all__ = ["VIEWS", "ALL_VIEWS", "dihedral_view", "trunk_views", "apply_in_batches", "ViewBatches"]
 
 VIEWS = 8  # the symmetries of the square: 4 rotations, each with or without a horizontal flip
+ALL_VIEWS = tuple(range(VIEWS))  # every view code: for images without a preferred orientation (histology)
 
 
 def dihedral_view(x: Tensor, code: int) -> Tensor:
@@ -56,7 +49,7 @@ def apply_in_batches(
         batch = inputs[start : start + batch_size].to(device)
         if prepare is not None:
             batch = prepare(batch)
-        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs.append(module(batch).float().cpu())
     return torch.cat(outputs)
 
@@ -114,10 +107,12 @@ class ViewBatches:
         shuffle: bool = True,
     ) -> None:
         if features.dim() < 2 or len(targets) != features.shape[1]:
-            raise ValueError(f"features must be (V, N, ...) with N = len(targets) = {len(targets)}, got {tuple(features.shape)}")
+            raise ValueError(f"features must be (V, N, ...) with N = len(targets) = {len(targets)}, "
+                             f"got {tuple(features.shape)}")
         for extra in extras:
             if extra.shape[:2] != features.shape[:2] and len(extra) != len(targets):
-                raise ValueError(f"an extra tensor of shape {tuple(extra.shape)} matches neither (V, N) nor (N,) = {len(targets)}")
+                raise ValueError(f"an extra tensor of shape {tuple(extra.shape)} matches neither (V, N) "
+                                 f"nor (N,) = {len(targets)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.features, self.targets, self.extras = features, targets, extras

@@ -1,0 +1,132 @@
+"""Where the TL+KD networks look: the share of positive SHAP mass on the foreground, on MNIST (the
+stroke pixels, known exactly) and on photographs (a GrabCut mask), and its paired differences."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from kdcourse import data as kd_data
+from kdcourse.explain import foreground_shares, shap_maps
+from kdcourse.stats import Effect, bootstrap_effect, paired_effect
+from kdcourse.studies.tlkd.config import load_backbones
+from kdcourse.studies.tlkd.runner import TlkdOutcome
+
+__all__ = ["ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
+           "shap_record", "student_foreground"]
+
+
+@dataclass
+class ForegroundOutcome:
+    """Foreground share of positive SHAP mass on MNIST test images.
+
+    ``shares``: one row per (seed, model, image) with ``share`` (the positive SHAP mass of the predicted
+    class on stroke pixels, over all its positive mass) and ``stroke`` (the stroke pixels' share of the
+    image: what a map spread evenly over the pixels would score). ``images``: the test indices explained."""
+
+    shares: pd.DataFrame
+    images: list[int]
+    seconds: float
+
+
+def _rows(seed: int, name: str, model: nn.Module, x: Tensor, reference: Tensor, masks: np.ndarray,
+          indices: list[int], area: np.ndarray, samples: int) -> list[dict]:
+    """One row per image: its index, the share of ``model``'s SHAP map on its mask, and the mask's area."""
+    shares = foreground_shares(model, x, reference, masks, samples=samples, seed=seed)
+    return [{"seed": seed, "model": name, "image": int(i), "share": float(s), "stroke": float(a)}
+            for i, s, a in zip(indices, shares, area, strict=True)]
+
+
+def mnist_foreground(models: Mapping[int, Mapping[str, nn.Module]], dataset: kd_data.ImageData, *, images: int = 200,
+                     background: int = 100, samples: int = 200) -> ForegroundOutcome:
+    """SHAP maps of the networks in ``models`` (per seed, by name: e.g. the MNIST distillation chapter's
+    teacher, KD student and scratch student) on the same ``images`` random test images of ``dataset``,
+    against ``background`` random training images; stroke pixels (any ink) are the foreground."""
+    if images < 1 or background < 1 or samples < 1:
+        raise ValueError(f"images, background and samples must be >= 1, got {images}, {background}, {samples}")
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    chosen = torch.randperm(len(dataset.test), generator=generator)[:images]
+    rest = torch.randperm(len(dataset.train), generator=generator)[:background]
+    x = dataset.test.x[chosen]
+    reference = dataset.train.x[rest]
+    strokes = (x * kd_data.MNIST_STD + kd_data.MNIST_MEAN > 0.5 / 255)[:, 0].numpy()  # any ink, (N, 28, 28)
+    stroke_share = strokes.reshape(len(x), -1).mean(1)
+    rows = [row for seed, by_name in models.items() for name, model in by_name.items()
+            for row in _rows(seed, name, model, x, reference, strokes, chosen.tolist(), stroke_share, samples)]
+    return ForegroundOutcome(pd.DataFrame(rows), chosen.tolist(), time.perf_counter() - start)
+
+
+def image_foreground(models: Mapping[str, Mapping[int, nn.Module]], images: Tensor, masks: np.ndarray,
+                     background: Tensor, mean: tuple[float, ...], std: tuple[float, ...], *, samples: int = 200,
+                     ) -> pd.DataFrame:
+    """Foreground share of positive SHAP mass for photographs whose foreground ``masks`` ``(N, H, W)`` come
+    from an automatic method (:func:`kdcourse.explain.grabcut_foreground`).
+
+    ``models`` maps a name (e.g. an arm) to its network per seed (normalised images → logits); ``images`` and
+    ``background`` are uint8 ``(N, 3, H, W)``. One row per (seed, model, image): ``share`` and ``stroke``
+    (here the mask's share of the image, the score of an evenly spread map), as :func:`mnist_foreground`.
+    Images whose mask is empty or covers everything (GrabCut found no object) say nothing about where a
+    map points and are left out; ``image`` keeps their index in ``images``."""
+    area = masks.reshape(len(masks), -1).mean(1)
+    kept = np.flatnonzero((area > 0) & (area < 1))
+    if len(kept) == 0:
+        raise ValueError("every mask is empty or full: no image has a foreground to score")
+    x = kd_data.normalise_images(images[torch.from_numpy(kept)], mean, std)
+    reference = kd_data.normalise_images(background, mean, std)
+    rows = [row for name, by_seed in models.items() for seed, model in by_seed.items()
+            for row in _rows(int(seed), name, model, x, reference, masks[kept], kept.tolist(), area[kept], samples)]
+    return pd.DataFrame(rows)
+
+
+def student_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, images: Tensor, masks: np.ndarray, *,
+                       samples: int = 200) -> pd.DataFrame:
+    """:func:`image_foreground` of the TL and TL+KD (thesis) students of ``outcome`` (fine-tuned when that
+    regime ran, else the thesis regime's) on uint8 ``images`` with ``masks``, against the first 100
+    training images of ``dataset``."""
+    regime = "finetune" if "finetune" in outcome.config.regimes else "thesis"
+    students = {arm: outcome.models[regime][arm] for arm in ("tl", "tlkd_thesis")}
+    net = load_backbones(outcome.config)["student"]
+    return image_foreground(students, images, masks, dataset.train.x[:100], net.mean, net.std, samples=samples)
+
+
+FOREGROUND_COMPARISONS = (("kd", "scratch"), ("teacher", "kd"), ("teacher", "scratch"))
+
+
+def foreground_effects(shares: pd.DataFrame, comparisons: tuple[tuple[str, str], ...] = FOREGROUND_COMPARISONS,
+                       ) -> pd.DataFrame:
+    """Paired differences of the foreground share (points) for ``comparisons`` (model, baseline): over seeds
+    (per-seed means, paired t) and over images (a bootstrap of the per-image differences averaged over seeds)."""
+    rows = []
+    per_seed = shares.groupby(["model", "seed"])["share"].mean()
+    per_image = shares.groupby(["model", "image"])["share"].mean()
+    for model, baseline in comparisons:
+        entries: dict[str, Effect | None] = {
+            "seeds": paired_effect(per_seed[model], per_seed[baseline]) if shares.seed.nunique() > 1 else None,
+            "images": bootstrap_effect(per_image[model].to_numpy(), per_image[baseline].to_numpy())}
+        row: dict = {"model": model, "baseline": baseline}
+        for over, effect in entries.items():
+            for key in ("mean", "std", "low", "high", "verdict"):
+                row[f"{over} {key}"] = getattr(effect, key) if effect is not None else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def shap_record(models: Mapping[str, nn.Module], dataset: kd_data.ImageData, mean: tuple[float, ...],
+                std: tuple[float, ...], *, images: int = 4, samples: int = 100) -> dict:
+    """SHAP maps of ``models`` (by arm, on normalised images) on ``images`` evenly spaced test images,
+    summed over colours and average-pooled by 4, JSON-ready: test ``images``, their ``labels``, ``maps``."""
+    chosen = torch.arange(images) * (len(dataset.test) // images)
+    x = kd_data.normalise_images(dataset.test.x[chosen], mean, std)
+    reference = kd_data.normalise_images(dataset.train.x[:64], mean, std)
+    maps = {arm: shap_maps(model.float(), x, reference, samples=samples).sum(1) for arm, model in models.items()}
+    pooled = {arm: torch.nn.functional.avg_pool2d(torch.from_numpy(m)[:, None], 4)[:, 0].numpy()
+              for arm, m in maps.items()}
+    return {"images": chosen.tolist(), "labels": dataset.test.y[chosen].tolist(),
+            "maps": {arm: np.round(m, 6).tolist() for arm, m in pooled.items()}}
