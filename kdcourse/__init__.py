@@ -1,13 +1,27 @@
 """kdcourse: knowledge distillation in PyTorch, the library behind the course book.
 
-Modules, one concern each: ``data`` (loaders, splits, batches), ``models`` (networks), ``losses``
-(distillation objectives), ``train`` (fit / evaluate), ``distill`` (teacher-logit caching, stacked
-student grids), ``subclass`` (subclass distillation), ``chains`` (teacher assistants, early-stopped
-teachers), ``lowrank`` (nuclear-norm penalty, SVD factorisation), ``metrics``, ``profiling`` (parameters, MACs, latency), ``explain`` (LIME),
-``plots``, ``results`` (result files with provenance), ``profiles`` (smoke / full), ``findings``
-(what a chapter presents: the live run, or in smoke the recorded full results), ``hardware``
-(precision and memory layout chosen by what the device does natively), ``book``
-(execute and build the book; the ``kdcourse`` command), ``studies`` (one per chapter).
+The KD library, one concern per module:
+
+- ``data``: MNIST, EuroSAT, CIFAR-10 and MHIST as in-memory tensors (one module each), splits, batches.
+- ``models``: the MNIST teacher, student and assistant networks.
+- ``backbones``: ImageNet backbones (timm or the offline MobileNets) with a new head, frozen BatchNorm.
+- ``kd``: distillation methods behind one interface (Hinton, subclass, FitNets, attention transfer),
+  cached teacher outputs, stacked students, assistant chains, early-stopped teachers.
+- ``train``: ``fit``, the one training loop, with ``evaluate`` and ``predict_logits``.
+- ``checkpoints``: fingerprints, guarded loading and saving, one process per run.
+- ``provenance``: the commit, device and date of a run and the training of its networks.
+- ``transfer``: cached trunk views of every image and two-phase transfer learning.
+- ``lowrank``: the nuclear-norm penalty and truncated-SVD factorisation.
+- ``stats``: the one rule that decides whether a difference is an effect.
+- ``metrics``: accuracy, precision/recall/F1, confusion matrices, AUC.
+- ``costs``: parameters, MACs, latency, throughput and time estimates.
+- ``explain``: LIME and SHAP maps, foreground masks and shares.
+- ``corruptions``: the robustness sweeps' corruptions of images and labels.
+- ``hardware``: precision and memory layout chosen by what the device does natively.
+- ``paths``: where data, weights and runs are looked for.
+
+The course machinery (``kdcourse.course``: executing and building the book, the ``kdcourse`` command,
+results, findings, tables, plots, timings) and one study per chapter (``kdcourse.studies``) build on it.
 """
 
 import torch as _torch

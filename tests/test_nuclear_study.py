@@ -14,7 +14,10 @@ from kdcourse.data import load_eurosat, load_mnist
 from kdcourse.lowrank import NuclearPenalty, nuclear_norm
 from kdcourse.models import mlp
 from kdcourse.studies import mnist_teacher, nuclear
+from kdcourse.studies import nuclear_costs as cost_report
 from kdcourse.studies import nuclear_findings as report
+from kdcourse.studies import nuclear_lessons as lessons
+from kdcourse.studies import nuclear_record
 from test_eurosat import write_eurosat
 
 SEEDS = (0, 1)
@@ -152,7 +155,7 @@ def test_repeated_latency_times_every_model_in_turns() -> None:
         nuclear.repeated_latency(candidates, (12,), repeats=0)
 
 
-# --- the chapter's tables and sentences (kdcourse.studies.nuclear_findings), on the recorded run ---
+# --- the chapter's tables and sentences (kdcourse.studies.nuclear_findings, _costs, _lessons, _record), on the recorded run ---
 
 RECORDED_RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
 
@@ -165,7 +168,7 @@ def recorded_grid() -> report.GridFindings:
     return report.GridFindings(runs, truncation, results["config"])
 
 
-def fake_latency(ranks: tuple[int, ...], *, default_threads: int = 1) -> report.RenderLatency:
+def fake_latency(ranks: tuple[int, ...], *, default_threads: int = 1) -> cost_report.RenderLatency:
     """Timings made up so that the dense student is the slowest student: 1 ms per image, rank r r/256 ms."""
     names = [("teacher", None), ("student (dense)", None), *((f"student, W₁ at rank {r}", r) for r in ranks)]
     candidates = [(name, torch.nn.Identity(), rank) for name, rank in names]
@@ -174,8 +177,8 @@ def fake_latency(ranks: tuple[int, ...], *, default_threads: int = 1) -> report.
                              "ms_per_image": times[name] * (1 + 0.01 * repeat)}
                             for repeat in range(3) for name, _, rank in candidates for batch in (1, 256)])
     counts = {name: (1, 1_000_000) for name, _, _ in candidates}
-    return report.RenderLatency(candidates, counts, timings, nuclear.latency_summary(timings), 1, 3,
-                                default_threads, ranks)
+    return cost_report.RenderLatency(candidates, counts, timings, nuclear.latency_summary(timings), 1, 3,
+                                     default_threads, ranks)
 
 
 def test_beta_is_written_as_a_power_of_ten() -> None:
@@ -201,13 +204,13 @@ def test_the_grid_findings_pair_each_arm_with_its_control(recorded_grid) -> None
 def test_the_sentences_quote_the_recorded_effects(recorded_grid, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KDCOURSE_RESULTS", str(RECORDED_RESULTS))
     found = recorded_grid
-    text = report.conclusions(found, fake_latency(found.ranks), "smoke")
+    text = lessons.conclusions(found, fake_latency(found.ranks), "smoke")
     assert text.startswith("In the recorded MNIST run (3 seeds;")
     assert report.brief(found.penalty_cost[(0.5, 1e-3)]) in text
     assert "1010.0 µs per image" in text and ", and the measured latency agrees" in text
     assert report.penalty_cost_text(found).count("* **α = ") == len(found.alphas)
     assert "did not run it either" in report.eurosat_skipped_text("smoke")
-    assert "recording" in report.recordings_text(fake_latency(found.ranks), "smoke", pd.DataFrame())
+    assert "recording" in cost_report.recordings_text(fake_latency(found.ranks), "smoke", pd.DataFrame())
 
 
 def test_a_zero_spread_is_said_as_such(recorded_grid) -> None:
@@ -221,9 +224,9 @@ def test_a_zero_spread_is_said_as_such(recorded_grid) -> None:
 def test_the_result_record_names_every_table_the_appendix_shows(mnist_outcome) -> None:
     outcome = mnist_outcome["first"]
     latency = fake_latency(outcome.config.ranks)
-    record, summary = report.result_record(outcome, latency)
+    record, summary = nuclear_record.result_record(outcome, latency)
     assert record["summary"] == summary and summary.startswith("MNIST, α = 0.5:")
-    assert record["eurosat"] == "not run" and report.COST_TABLE in record["tables"]
+    assert record["eurosat"] == "not run" and cost_report.COST_TABLE in record["tables"]
     assert set(record["effects"]) == {"penalty_cost", "distillation_gain", "chosen_rank", "chosen_test_accuracy",
                                       "test_accuracy_at_rank_16"}
     assert json.loads(json.dumps(record))["spectra_seed0"].keys() == {
