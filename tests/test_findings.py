@@ -61,7 +61,13 @@ def test_every_finished_chapter_has_its_recorded_results() -> None:
         payload = json.loads((book / "results" / "full" / f"{chapter}.json").read_text())
         assert payload["provenance"]["profile"] == "full" and len(payload["provenance"]["seeds"]) >= 3
         text = (book / f"{chapter}.md").read_text()
-        assert "findings.frame(" in text or "findings.value(" in text, f"{chapter} does not draw its findings through kdcourse.course.findings"
+        # the chapter, or a module of its study that it imports, reads its findings through kdcourse.course.findings
+        studies = book.parent / "kdcourse" / "studies"
+        own = [path.read_text() for path in studies.rglob("*.py")
+               if f"kdcourse.studies.{path.stem}" in text or f"import {path.stem}" in text
+               or (path.parent != studies and f"import {path.parent.name}" in text)]
+        assert any("findings.frame(" in source or "findings.value(" in source for source in [text, *own]), \
+            f"{chapter} does not draw its findings through kdcourse.course.findings"
 
 
 def test_device_is_the_recorded_runs_in_smoke_and_this_machines_in_full(recorded: pd.DataFrame) -> None:
