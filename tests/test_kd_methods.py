@@ -18,6 +18,7 @@ from kdcourse.kd.features import TeacherFeatures, capture
 from kdcourse.kd.fitnets import FitNets
 from kdcourse.kd.hinton import HintonKD, distillation_loss
 from kdcourse.kd.method import CrossEntropy, LossFunction, Method, as_method
+from kdcourse.kd.subclass import SubclassKD, subclass_distillation_loss
 from kdcourse.lowrank import NuclearPenalty
 from kdcourse.train import fit
 
@@ -86,15 +87,22 @@ def test_a_plain_function_is_called_as_fit_always_called_it() -> None:
     assert as_method(kd) is kd
 
 
-def test_a_method_trains_to_the_weights_of_the_function_it_replaces(images) -> None:
-    """``HintonKD`` casts the outputs itself: a run gives bit for bit the weights of the former closure."""
+@pytest.mark.parametrize("kind", ["hinton", "subclass"])
+def test_a_method_trains_to_the_weights_of_the_function_it_replaces(images, kind: str) -> None:
+    """A method casts the outputs once, as ``fit`` did for the former closures: under bf16 autocast a run
+    gives bit for bit the closure's weights (casting twice inside the loss sums the gradients in bf16)."""
     x, y = images
-    soft = torch.randn(len(y), 3, generator=torch.Generator().manual_seed(1))
-    batches = TensorBatches(x.flatten(1), y, soft, batch_size=32, seed=0)
+    soft = torch.randn(len(y), 4, generator=torch.Generator().manual_seed(1))
+    targets = y % 2  # two classes of two subclasses each for the subclass objective
+    batches = TensorBatches(x.flatten(1), targets, soft, batch_size=32, seed=0)
+    closures = {
+        "hinton": (lambda s, t, teacher: distillation_loss(s, teacher, t, 4, 0.5), HintonKD(4, 0.5)),
+        "subclass": (lambda s, t, teacher: subclass_distillation_loss(s, teacher, t, 2, 4, 0.5), SubclassKD(2, 4, 0.5)),
+    }
     trained = []
-    for loss in (lambda s, t, teacher: distillation_loss(s, teacher, t, 4, 0.5), HintonKD(4, 0.5)):
+    for loss in closures[kind]:
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+        model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 4))
         fit(model, batches, loss, epochs=2, lr=1e-2, schedule="cosine", amp_dtype=torch.bfloat16, progress=False)
         trained.append(model.state_dict())
     assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])

@@ -261,5 +261,5 @@ class SubclassKD(Method):
 
     def forward(self, outputs: Tensor, targets: Tensor, teacher_logits: Tensor, *extras: Tensor,
                 inputs: Tensor | None = None, features: dict[str, Tensor] | None = None) -> Tensor:
-        return subclass_distillation_loss(outputs, teacher_logits, targets, self.subclasses_per_class,
+        return subclass_distillation_loss(outputs.float(), teacher_logits, targets, self.subclasses_per_class,
                                           self.temperature, self.alpha)
