@@ -10,7 +10,8 @@ from exactly one of three places, never falling back to another:
 - ``weights=None``: random initialisation, asked for explicitly.
 
 Missing weights raise :class:`MissingWeightsError`, which names what was looked for and how to
-provide it offline. The input normalisation comes from the weights' own configuration
+provide it offline; an offline file whose sha256 differs from its entry in :data:`OFFLINE_MODELS`
+raises :class:`WeightsChecksumError` (a file is hashed once per path, size and modification time). The input normalisation comes from the weights' own configuration
 (``timm.data.resolve_model_data_config``), so the TensorFlow-converted offline weights get their
 ``[-1, 1]`` scaling and timm weights their ImageNet mean and std.
 
@@ -22,6 +23,7 @@ that ``model.train()`` cannot switch back to batch statistics.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 __all__ = [
     "WEIGHTS_ENV",
     "MissingWeightsError",
+    "WeightsChecksumError",
     "OfflineModel",
     "OFFLINE_MODELS",
     "Backbone",
@@ -56,12 +59,43 @@ class MissingWeightsError(FileNotFoundError):
     """Pretrained weights were asked for but are not available; the message says how to provide them."""
 
 
+class WeightsChecksumError(MissingWeightsError):
+    """An offline weights file is not the one its sha256 names (damaged, truncated or another file)."""
+
+
+# sha256 of the offline files hashed in this process, by (resolved path, size in bytes, mtime in ns)
+_hashed: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """The sha256 of the file at ``path``, hashed again only when its path, size or mtime changed."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashed:
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        _hashed[key] = digest.hexdigest()
+    return _hashed[key]
+
+
+def _check_sha256(path: Path, name: str, offline: OfflineModel) -> None:
+    """Raise :class:`WeightsChecksumError` naming ``path`` and the fix unless its sha256 is ``offline.sha256``."""
+    actual = _sha256(path)
+    if actual != offline.sha256:
+        raise WeightsChecksumError(
+            f"the weights file {path} has sha256 {actual}, not {offline.sha256} of {name} ({offline.description}): "
+            f"it is truncated, damaged or another file. Replace it with an intact copy of {offline.file}."
+        )
+
+
 @dataclass(frozen=True)
 class OfflineModel:
     """A backbone whose ImageNet weights are a converted local file rather than a timm release.
 
     ``build(num_classes)`` returns the untrained timm network (TensorFlow "same" padding);
-    ``file`` is the state dict's file name in the weights folder, ``sha256`` its checksum,
+    ``file`` is the state dict's file name in the weights folder, ``sha256`` its checksum (checked on loading),
     ``resolution`` the side (px) it was trained at; inputs are scaled to [-1, 1]; BatchNorm is folded
     into the convolutions (identity plus bias), so it must stay frozen when fine-tuning.
     """
@@ -247,6 +281,7 @@ def backbone(
                     f"{name} needs its converted ImageNet weights {path} ({offline.description}), which does not exist: "
                     f"copy {offline.file} into {folder} or point ${WEIGHTS_ENV} at the folder that holds it."
                 )
+            _check_sha256(path, name, offline)
             weights = path
         if weights is not None:
             _load_into(model, _read_state_dict(Path(weights)), str(weights))

@@ -17,7 +17,9 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,8 +134,9 @@ class FitResult:
     selected on and ``best_val_score`` is its best value. For a stacked model the validation values,
     ``best_epoch`` and ``best_val_score`` are lists with one entry per member.
     ``sessions`` has one dict per process that trained epochs of the run: ``commit`` (see
-    :func:`kdcourse.provenance.code_commit`), ``device``, ``started``/``ended`` (UTC), ``epochs`` and
-    ``seconds``, so that a resumed run still names the code that trained it.
+    :func:`kdcourse.provenance.code_commit`), ``device``, ``threads`` (``torch.get_num_threads()``),
+    ``started``/``ended`` (UTC), ``epochs`` and ``seconds``, so that a resumed run still names the code
+    that trained it.
     """
 
     history: list[dict] = field(default_factory=list)
@@ -179,10 +182,13 @@ def run_identity(
     model: nn.Module, train_batches: Iterable, loss_fn: Method | LossFn | None, val_data: tuple | None, **settings: object
 ) -> dict[str, str]:
     """The arguments that shape a :func:`fit` run, as strings: the architecture (names and shapes of its
-    state), the initial weights, the training data, the validation labels and inputs, the loss and every
-    setting in ``settings`` (epochs, lr, schedule, seed…). Device and precision are left out on purpose:
-    a run may resume on another machine, and its sessions say which trained what."""
-    architecture = ";".join(f"{name}:{tuple(value.shape)}" for name, value in model.state_dict().items())
+    state, and its module structure as ``repr`` gives it: layers, activations, dropout rates), the
+    initial weights, the training data, the validation labels and inputs, the loss and every setting in
+    ``settings`` (epochs, lr, schedule, seed…). Device, precision and thread count are left out on
+    purpose: a run may resume on another machine, and its sessions say which trained what."""
+    shapes = ";".join(f"{name}:{tuple(value.shape)}" for name, value in model.state_dict().items())
+    structure = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(model))  # a function shown in a repr: no memory address
+    architecture = f"{shapes}\n{structure}"
     identity = {
         "model": f"{type(model).__qualname__}[{hashlib.blake2b(architecture.encode(), digest_size=8).hexdigest()}]",
         "initial weights": checkpoints.module_fingerprint(model),
@@ -411,8 +417,16 @@ def _select(run: _RunState, model: nn.Module, scores: dict, metric: str, epoch: 
 
 
 def _start_session(result: FitResult) -> dict:
-    """A new entry of ``result.sessions`` for this process: which code, on which device, since when."""
-    session = {"commit": provenance.code_commit(), "device": provenance.device_description(),
+    """A new entry of ``result.sessions`` for this process: which code, on which device with how many
+    threads, since when. Warns when an earlier session of the run used another number of threads: CPU
+    kernels split their sums by thread, so the resumed run is then not bitwise the uninterrupted one."""
+    threads = torch.get_num_threads()
+    earlier = sorted({s["threads"] for s in result.sessions if "threads" in s} - {threads})
+    if earlier:
+        warnings.warn(f"resuming a run trained with {', '.join(map(str, earlier))} CPU threads on {threads} threads: "
+                      "its weights may differ in the last bits from an uninterrupted run; call torch.set_num_threads("
+                      f"{earlier[-1]}) before fit for bitwise-identical weights", RuntimeWarning, stacklevel=3)
+    session = {"commit": provenance.code_commit(), "device": provenance.device_description(), "threads": threads,
                "started": provenance.utc_now(), "ended": None, "epochs": 0, "seconds": 0.0}
     result.sessions.append(session)
     return session

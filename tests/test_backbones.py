@@ -6,6 +6,11 @@ architecture, as ``torch.save`` stores it), with random values; nothing is downl
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import re
+
 import pytest
 import torch
 from timm.layers import FrozenBatchNormAct2d
@@ -22,12 +27,19 @@ def _offline_hub(monkeypatch):
     monkeypatch.delenv(backbones.WEIGHTS_ENV, raising=False)
 
 
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @pytest.fixture
-def weights_folder(tmp_path):
-    """A folder holding the offline MobileNetV1-0.25 file: ImageNet shape (1,000 classes), random values."""
+def weights_folder(tmp_path, monkeypatch):
+    """A folder holding the offline MobileNetV1-0.25 file: ImageNet shape (1,000 classes), random values,
+    and its sha256 in the table of offline models in place of the real file's."""
     torch.manual_seed(1)
     reference = OFFLINE_MODELS[OFFLINE].build(1000)
-    torch.save(reference.state_dict(), tmp_path / OFFLINE_MODELS[OFFLINE].file)
+    path = tmp_path / OFFLINE_MODELS[OFFLINE].file
+    torch.save(reference.state_dict(), path)
+    monkeypatch.setitem(OFFLINE_MODELS, OFFLINE, dataclasses.replace(OFFLINE_MODELS[OFFLINE], sha256=sha256(path)))
     return tmp_path, reference.state_dict()
 
 
@@ -62,6 +74,32 @@ def test_random_weights_are_explicit_and_keep_trainable_batchnorm():
     net = backbone(OFFLINE, 3, weights=None)
     assert not net.pretrained and net.weights == "random"
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.model.modules())
+
+
+def test_offline_weights_of_the_right_shapes_but_other_values_are_refused(weights_folder):
+    """The file's sha256 is compared with the table's: other weights of the same architecture do not load."""
+    folder, _ = weights_folder
+    path = folder / OFFLINE_MODELS[OFFLINE].file
+    torch.manual_seed(2)
+    torch.save(OFFLINE_MODELS[OFFLINE].build(1000).state_dict(), path)  # the same shapes, other values
+    with pytest.raises(backbones.WeightsChecksumError, match=rf"{re.escape(str(path))}.*sha256.*Replace it with an intact copy"):
+        backbone(OFFLINE, 2, weights_folder=folder)
+
+
+def test_an_offline_file_is_hashed_once_per_path_size_and_mtime(weights_folder):
+    """A second load of an unchanged file does not hash it again; a file rewritten (new mtime) is hashed again."""
+    folder, _ = weights_folder
+    path = folder / OFFLINE_MODELS[OFFLINE].file
+    backbone(OFFLINE, 2, weights_folder=folder)
+    before = path.stat()
+    torch.manual_seed(2)
+    torch.save(OFFLINE_MODELS[OFFLINE].build(1000).state_dict(), path)  # other values of the same size …
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # … and the old mtime: taken for the same file
+    backbone(OFFLINE, 2, weights_folder=folder)  # not hashed again, so not refused
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(backbones.WeightsChecksumError, match="sha256"):
+        backbone(OFFLINE, 2, weights_folder=folder)
 
 
 def test_missing_offline_file_names_it_and_the_variable(tmp_path):

@@ -23,14 +23,13 @@ from kdcourse.data import TensorBatches
 from kdcourse.train import fit
 
 checkpoint, weights = sys.argv[1], sys.argv[2]
-signal_file = sys.argv[3] if len(sys.argv) > 3 else None
-steps = 0
+# the test's instrumentation, in a dict: simple module globals a loss reads are part of the run's identity
+probe = {"signal_file": sys.argv[3] if len(sys.argv) > 3 else None, "steps": 0}
 
 def loss(logits, targets):
-    global steps
-    steps += 1
-    if signal_file and steps == 16 + 5:
-        open(signal_file, "w").close()
+    probe["steps"] += 1
+    if probe["signal_file"] and probe["steps"] == 16 + 5:
+        open(probe["signal_file"], "w").close()
         time.sleep(120)
     return F.cross_entropy(logits, targets)
 

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -384,3 +385,74 @@ def test_an_sgd_plateau_run_resumes_to_the_same_weights(problem, tmp_path: Path)
     resumed = small_net()
     fit(resumed, TensorBatches(x, y, batch_size=32, seed=1), interrupting_loss, checkpoint=checkpoint, **kwargs)
     assert_same_weights(resumed, reference)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda: nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Dropout(0.3), nn.Linear(32, 4)),  # another activation
+        lambda: nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 4)),  # another dropout rate
+    ],
+    ids=["activation", "dropout"],
+)
+def test_a_network_of_the_same_shapes_but_another_structure_is_another_run(problem, tmp_path: Path, other) -> None:
+    """Parameter names and shapes do not say which activation or dropout rate a network has; its identity must."""
+    x, y = problem["train"]
+    checkpoint = tmp_path / "run.ckpt"
+    kwargs = dict(epochs=1, lr=5e-3, checkpoint=checkpoint, progress=False)
+    fit(small_net(), TensorBatches(x, y, batch_size=32), **kwargs)
+    torch.manual_seed(0)  # the same initial weights as small_net(): only the structure differs
+    model = other()
+    assert_same_weights(model, small_net())
+    with pytest.raises(checkpoints.RunMismatchError, match=r"holds another run.*model"):
+        fit(model, TensorBatches(x, y, batch_size=32), **kwargs)
+
+
+# read by the loss below at call time: a module-level setting that is part of the loss's identity
+_SMOOTHING = 0.0
+
+
+def _globally_smoothed_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, targets, label_smoothing=_SMOOTHING)
+
+
+def test_a_loss_reading_a_changed_module_global_is_another_run(problem, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = problem["train"]
+    checkpoint = tmp_path / "run.ckpt"
+    kwargs = dict(epochs=1, lr=5e-3, checkpoint=checkpoint, progress=False)
+    fit(small_net(), TensorBatches(x, y, batch_size=32), _globally_smoothed_loss, **kwargs)
+    fit(small_net(), TensorBatches(x, y, batch_size=32), _globally_smoothed_loss, **kwargs)  # unchanged: the same run
+    monkeypatch.setitem(globals(), "_SMOOTHING", 0.1)
+    with pytest.raises(checkpoints.RunMismatchError, match=r"holds another run.*loss"):
+        fit(small_net(), TensorBatches(x, y, batch_size=32), _globally_smoothed_loss, **kwargs)
+
+
+def test_a_resume_on_another_thread_count_is_recorded_and_warned(problem, tmp_path: Path) -> None:
+    """Bitwise resumption assumes the thread count of the interrupted session: each session records
+    its own, and a resume on another count says so."""
+    x, y = problem["train"]
+    checkpoint = tmp_path / "run.ckpt"
+    kwargs = dict(epochs=3, lr=5e-3, seed=2, checkpoint=checkpoint, progress=False)
+
+    def interrupting_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        _INTERRUPT["calls"] += 1
+        if _INTERRUPT["calls"] == _INTERRUPT["at"]:
+            raise KeyboardInterrupt
+        return F.cross_entropy(logits, targets)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for stop in (9, 10):  # early in epoch 2, then (8 steps an epoch, counted from the resumed epoch 2) in epoch 3
+            _INTERRUPT.update(calls=0, at=stop)
+            with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+                warnings.simplefilter("error")  # the same thread count: no warning
+                fit(small_net(), TensorBatches(x, y, batch_size=32), interrupting_loss, **kwargs)
+        torch.set_num_threads(2)
+        _INTERRUPT.update(calls=0, at=None)
+        with pytest.warns(RuntimeWarning, match=r"trained with 1 CPU threads on 2 threads.*set_num_threads\(1\)"):
+            result = fit(small_net(), TensorBatches(x, y, batch_size=32), interrupting_loss, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    assert [(s["threads"], s["epochs"]) for s in result.sessions] == [(1, 1), (1, 1), (2, 1)]

@@ -10,6 +10,7 @@ collects only ``.ipynb``, so every step starts by converting them with jupytext:
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import json
@@ -33,6 +34,7 @@ __all__ = [
     "notebook_chapters",
     "find_chapters",
     "convert_chapter",
+    "chapter_parameters",
     "kernel_environment",
     "shared_folders",
     "visible_gpus",
@@ -133,6 +135,35 @@ def convert_chapter(md_path: Path, out_dir: Path) -> Path:
     return out
 
 
+def chapter_parameters(md_path: Path) -> list[str]:
+    """The names a chapter's ``parameters`` cell assigns (``["PROFILE", "SEEDS"]``), in its order:
+    the names ``kdcourse execute -p NAME=VALUE`` may set."""
+    import jupytext
+
+    names: list[str] = []
+    for cell in jupytext.read(md_path).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign):
+                    names += [t.id for t in node.targets if isinstance(t, ast.Name) and t.id not in names]
+                elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id not in names:
+                    names.append(node.target.id)
+    return names
+
+
+def _parameters_by_chapter(chapters: Sequence[Path], parameters: Mapping[str, object]) -> dict[Path, dict[str, object]]:
+    """The ``parameters`` each chapter declares (a name its parameters cell lacks is not passed to it).
+
+    Raises ValueError, before anything runs, for a name that none of ``chapters`` declares (a typo such
+    as ``SEED`` for ``SEEDS`` would otherwise run the defaults), listing each chapter's names.
+    """
+    declared = {chapter: chapter_parameters(chapter) for chapter in chapters}
+    if unknown := [name for name in parameters if not any(name in names for names in declared.values())]:
+        listed = "; ".join(f"{chapter.stem}: {', '.join(names) or 'none'}" for chapter, names in declared.items())
+        raise ValueError(f"no chapter to execute has the parameter {', '.join(unknown)}; the parameters are {listed}")
+    return {chapter: {k: v for k, v in parameters.items() if k in names} for chapter, names in declared.items()}
+
+
 def kernel_environment(root: Path, profile: str) -> dict[str, str]:
     """Environment variables for a kernel that runs the chapters of ``root`` under ``profile``: the
     profile, no progress bars (ours and third-party tqdm bars), results under ``book/results``, the
@@ -218,7 +249,8 @@ def execute_chapters(
     Executed notebooks go to ``out_dir`` (``_build/executed``), with ``timings.json`` holding the
     wall time of each chapter in seconds. ``timeout`` limits each cell (seconds); ``on_done`` is
     called with each chapter's name and wall time as it finishes. ``parameters`` override further
-    names of the chapters' ``parameters`` cells (e.g. ``{"SEEDS": (0, 1)}``).
+    names of the chapters' ``parameters`` cells (e.g. ``{"SEEDS": (0, 1)}``), each chapter getting those
+    its cell names; a name no chapter names raises ValueError before any chapter runs.
 
     With several ``devices`` (default: :func:`visible_gpus` when there are two or more), chapters run
     side by side, one per device, each in its own process that sees only its device
@@ -248,8 +280,9 @@ def execute_chapters(
         if on_done is not None:
             on_done(name, timings[name])
 
-    environment = kernel_environment(root, profile)
     chapters = find_chapters(names, root)
+    own_parameters = _parameters_by_chapter(chapters, parameters or {})
+    environment = kernel_environment(root, profile)
     with contextlib.ExitStack() as stack:
         if profile == "smoke" and not os.environ.get(RUNS_ENV):
             # smoke checkpoints are throw-away: they live in a temporary folder, shared by the chapters of
@@ -257,12 +290,12 @@ def execute_chapters(
             environment[RUNS_ENV] = stack.enter_context(tempfile.TemporaryDirectory(prefix="kdcourse-smoke-runs-"))
         stack.enter_context(_environment(environment))
         if len(devices) > 1 and len(chapters) > 1:
-            _execute_side_by_side(chapters, profile, out_dir, timeout, root, parameters or {}, devices, finished)
+            _execute_side_by_side(chapters, profile, out_dir, timeout, root, own_parameters, devices, finished)
         else:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             for chapter in chapters:
                 start = time.perf_counter()
-                _execute_one(chapter, profile, out_dir, timeout, root, parameters or {}, tmp)
+                _execute_one(chapter, profile, out_dir, timeout, root, own_parameters[chapter], tmp)
                 finished(chapter.stem, time.perf_counter() - start)
     return timings
 
@@ -288,9 +321,10 @@ def _execute_one(chapter: Path, profile: str, out_dir: Path, timeout: float | No
 
 
 def _execute_side_by_side(chapters: list[Path], profile: str, out_dir: Path, timeout: float | None, root: Path,
-                          parameters: dict[str, object], devices: list[str],
+                          parameters: Mapping[Path, dict[str, object]], devices: list[str],
                           finished: Callable[[str, float], None]) -> None:
-    """Run ``chapters`` as ``kdcourse execute`` processes, one per device at a time (see :func:`execute_chapters`)."""
+    """Run ``chapters`` as ``kdcourse execute`` processes, one per device at a time (see :func:`execute_chapters`),
+    each with its own ``parameters``."""
     import queue
     import threading
 
@@ -305,7 +339,7 @@ def _execute_side_by_side(chapters: list[Path], profile: str, out_dir: Path, tim
         own.mkdir(parents=True)
         command = [sys.executable, "-m", "kdcourse", "execute", chapter.stem, "--profile", profile, "--output", str(own)]
         command += ["--timeout", str(timeout)] if timeout is not None else []
-        for name, value in parameters.items():
+        for name, value in parameters[chapter].items():
             command += ["-p", f"{name}={value!r}"]
         start = time.perf_counter()
         log = own / "log.txt"
@@ -386,7 +420,8 @@ def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
     The chapters are converted into ``_build/nbval``, where nbval starts their kernels (it uses the
     notebook's folder as working directory); results and data are found through ``KDCOURSE_RESULTS``
     and ``KDCOURSE_DATA``, so the chapters do not depend on it. Their checkpoints go to
-    ``_build/nbval/runs``, removed afterwards. Returns pytest's exit code.
+    ``$KDCOURSE_RUNS`` and are kept when it is set, else to a fresh ``_build/nbval/runs``, removed
+    afterwards. Returns pytest's exit code.
     """
     root = Path(root) if root is not None else repo_root()
     if importlib.util.find_spec("nbval") is None:
@@ -394,12 +429,14 @@ def run_tests(pytest_args: Iterable[str] = (), root: Path | None = None) -> int:
     nbval_dir = root / "_build" / "nbval"
     shutil.rmtree(nbval_dir, ignore_errors=True)
     notebooks = [str(convert_chapter(chapter, nbval_dir)) for chapter in notebook_chapters(root)]
-    # a fresh checkpoint folder, so the smoke runs really train instead of loading earlier checkpoints
-    runs = nbval_dir / "runs"
+    kept = os.environ.get(RUNS_ENV)
+    # else a fresh checkpoint folder, so the smoke runs really train instead of loading earlier checkpoints
+    runs = Path(kept) if kept else nbval_dir / "runs"
     try:
         with _environment({**kernel_environment(root, "smoke"), RUNS_ENV: str(runs)}):
             # a fresh interpreter: in this one jupytext has imported anyio, whose pytest plugin would then warn
             command = [sys.executable, "-m", "pytest", f"--rootdir={root}", str(root / "tests"), "--nbval-lax", *notebooks, *pytest_args]
             return subprocess.run(command, cwd=root).returncode
     finally:
-        shutil.rmtree(runs, ignore_errors=True)  # smoke checkpoints are throw-away
+        if not kept:
+            shutil.rmtree(runs, ignore_errors=True)  # smoke checkpoints are throw-away

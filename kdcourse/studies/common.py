@@ -6,15 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 
 from kdcourse import data as kd_data
 
-__all__ = ["config_key", "with_overrides", "SplitSettings", "study_dataset", "paired_difference", "json_records",
-           "json_ready"]
+__all__ = ["config_key", "with_overrides", "check_seeds", "SplitSettings", "study_dataset", "paired_difference",
+           "json_records", "json_ready"]
 
 Config = TypeVar("Config")
 
@@ -25,8 +25,30 @@ def config_key(config: Any) -> str:
 
 
 def with_overrides(config: Config, **overrides: object) -> Config:
-    """``config`` with ``overrides`` (field names of its dataclass) applied; None values are ignored."""
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[type-var]
+    """``config`` with ``overrides`` (field names of its dataclass) applied, checked: the one place where
+    every study configuration is made and checked (each ``config_for`` returns this).
+
+    None values are ignored and lists become tuples (a chapter parameter set with ``-p`` arrives as a
+    list). Raises TypeError, as a call would, for a name that is not a field, and ValueError, when the
+    configuration has ``seeds``, for seeds :func:`check_seeds` refuses.
+    """
+    names = {field.name for field in fields(config)}  # type: ignore[arg-type]
+    if unknown := sorted(set(overrides) - names):
+        raise TypeError(f"{type(config).__name__} has no field {', '.join(unknown)}; its fields: {', '.join(sorted(names))}")
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
+    result = replace(config, **given)  # type: ignore[type-var]
+    if "seeds" in names:
+        check_seeds(result.seeds)  # type: ignore[attr-defined]
+    return result
+
+
+def check_seeds(seeds: object) -> None:
+    """Raise ValueError unless ``seeds`` is a tuple of at least one distinct integer >= 0 (``(0, 1, 2)``):
+    ``(0, 0)`` would report the spread of one seed as that of two, ``()`` runs nothing."""
+    if (not isinstance(seeds, tuple) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise ValueError(f"seeds must be a tuple of at least one distinct integer >= 0, such as (0, 1, 2); got {seeds!r}")
 
 
 class SplitSettings(Protocol):

@@ -51,7 +51,7 @@ from kdcourse.kd.method import CrossEntropy
 from kdcourse.kd.subclass import SubclassKD, class_logits_from_subclasses, subclass_auxiliary_loss
 from kdcourse.metrics import roc_auc
 from kdcourse.stats import Effect, bootstrap_auc_effect, paired_effect
-from kdcourse.studies.common import config_key, with_overrides
+from kdcourse.studies.common import check_seeds, config_key, with_overrides
 from kdcourse.train import FitResult, fit
 from kdcourse.transfer import (
     ALL_VIEWS, Trained, TwoPhaseRunner, TwoPhaseSettings, ViewBatches, apply_in_batches, role_views,
@@ -130,8 +130,7 @@ def _check(config: MhistConfig) -> None:
     """Raise ValueError for settings the study cannot run."""
     if config.pair not in PAIRS:
         raise ValueError(f"pair must be one of {sorted(PAIRS)}, got {config.pair!r}")
-    if len(config.seeds) < 1 or len(set(config.seeds)) != len(config.seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {config.seeds}")
+    check_seeds(config.seeds)
     for name in ("size", "batch_size", "head_epochs", "finetune_epochs"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")

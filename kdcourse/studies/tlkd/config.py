@@ -13,7 +13,7 @@ import torch
 from kdcourse import data as kd_data
 from kdcourse.backbones import Backbone, backbone
 from kdcourse.kd.hinton import check_alpha, check_temperature
-from kdcourse.studies.common import config_key, with_overrides
+from kdcourse.studies.common import check_seeds, config_key, with_overrides
 from kdcourse.transfer import ALL_VIEWS
 
 __all__ = [
@@ -114,8 +114,7 @@ def check(config: TlkdConfig) -> None:
     """Raises ValueError naming the first impossible setting of ``config``."""
     if config.pair not in PAIRS:
         raise ValueError(f"pair must be one of {sorted(PAIRS)}, got {config.pair!r}")
-    if len(config.seeds) < 1 or len(set(config.seeds)) != len(config.seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {config.seeds}")
+    check_seeds(config.seeds)
     for name in ("batch_size", "head_epochs", "finetune_epochs", "max_epochs", "plateau_patience", "early_stopping_patience"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
