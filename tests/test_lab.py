@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kdcourse.course.book import BOOK_DIR, repo_root
+from kdcourse.course.book import BOOK_DIR, notebook_chapters, repo_root
 from kdcourse.course.lab import lab_environment
 
 STARTUP_SECONDS = 90
@@ -98,3 +98,24 @@ def test_the_lab_environment_puts_the_repository_settings_first(tmp_path: Path, 
     assert paths == [str(tmp_path / ".jupyter"), "elsewhere"]
     overrides = repo_root() / ".jupyter" / "labconfig" / "default_setting_overrides.json"
     assert json.loads(overrides.read_text())["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]
+
+
+def test_saving_a_chapter_from_jupyter_leaves_its_file_unchanged(tmp_path: Path) -> None:
+    """JupyterLab autosaves a chapter it opened through jupytext: the save must write the same text back
+    (the book's ``jupytext.toml`` keeps jupytext from adding its version to the front matter)."""
+    from jupyter_server.services.contents.largefilemanager import LargeFileManager
+    from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
+
+    book = repo_root() / BOOK_DIR
+    copy = tmp_path / BOOK_DIR
+    copy.mkdir()
+    chapters = notebook_chapters()
+    for path in [*chapters, book / "jupytext.toml"]:
+        (copy / path.name).write_bytes(path.read_bytes())
+    manager = build_sync_jupytext_contents_manager_class(LargeFileManager)(root_dir=str(copy))
+    changed = []
+    for path in chapters:
+        manager.save(manager.get(path.name, type="notebook", content=True), path.name)
+        if (copy / path.name).read_bytes() != path.read_bytes():
+            changed.append(path.name)
+    assert not changed, f"saving from Jupyter rewrote {changed}"
