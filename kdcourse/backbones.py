@@ -42,6 +42,7 @@ __all__ = [
     "backbone",
     "weights_dir",
     "freeze_batchnorm",
+    "reset_head",
     "set_trainable",
     "split_at",
     "splittable",
@@ -53,6 +54,7 @@ __all__ = [
 WEIGHTS_ENV = "KDCOURSE_WEIGHTS"
 # TensorFlow Lite models take RGB as (x_uint8 − 128) / 128: mean = std = 128/255 in [0, 1] units
 TFLITE_NORMALISATION = ((128 / 255,) * 3, (128 / 255,) * 3)
+IMAGENET_CLASSES = 1000  # classes of every pretrained head here (the offline files dropped TFLite's background class)
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -299,9 +301,28 @@ def backbone(
         config = timm.data.resolve_model_data_config(model)
         mean, std = tuple(config["mean"]), tuple(config["std"])
     pretrained = source != "random"
+    if pretrained and num_classes != IMAGENET_CLASSES:
+        reset_head(model)
     if frozen_batchnorm if frozen_batchnorm is not None else pretrained:
         model = freeze_batchnorm(model)
     return Backbone(name, model, tuple(mean), tuple(std), source, pretrained)
+
+
+def reset_head(model: nn.Module) -> nn.Module:
+    """Initialise ``model``'s classifier at the fan-in scale (PyTorch's default: weights uniform in
+    ±1/√D for D input features) with a zero bias; returns ``model``.
+
+    :func:`backbone` calls it for every new head on pretrained weights. timm's MobileNets draw their
+    classifier with Google's range 1/√(number of classes), meant for 1,000 classes: a two-way head then
+    starts with weights of ±0.71, its first logits spread by about ±17 on MobileNetV2's features, and a
+    head phase of a few hundred AdamW steps at 1e-3 never unlearns that start (it stays below a
+    linear probe on the same features). Started at the fan-in scale it fits like the probe."""
+    classifier = model.get_classifier()
+    if isinstance(classifier, (nn.Linear, nn.Conv2d)):
+        classifier.reset_parameters()
+        if classifier.bias is not None:
+            nn.init.zeros_(classifier.bias)
+    return model
 
 
 def freeze_batchnorm(model: nn.Module) -> nn.Module:

@@ -14,6 +14,12 @@ t-test: p < 0.05 clears the noise, p < 0.2 is suggestive). Over test images, whe
 image, it is a percentile bootstrap of the paired differences (:func:`bootstrap_effect`).
 With three seeds the t interval is wide (t₀.₉₇₅ = 4.30 for two degrees of freedom): a difference
 must be about 2.5 times its standard deviation to clear the noise.
+
+Where two kinds of noise meet (a model retrained over seeds and scored on a sample of test images),
+a claim must hold under both: :func:`joint_verdict` gives the weaker of the two verdicts, and
+"within noise" when they point in opposite directions. Seeds measure how much the claim depends on
+the training run, images how much it depends on the test sample; a difference that survives only
+one of them has not been shown.
 """
 
 from __future__ import annotations
@@ -26,19 +32,26 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["VERDICTS", "RULE", "Effect", "paired_effect", "bootstrap_effect", "bootstrap_auc_effect", "verdict_for", "signed"]
+__all__ = ["VERDICTS", "RULE", "JOINT_RULE", "joint_verdict", "Effect", "paired_effect", "bootstrap_effect", "bootstrap_auc_effect", "verdict_for", "signed"]
 
 VERDICTS = ("clears the noise", "suggestive", "within noise")
 RULE = (
     "A paired difference clears the noise when its 95 % interval excludes zero, is suggestive when only "
     "its 80 % interval does, and is within noise otherwise."
 )
+JOINT_RULE = (
+    "A claim judged over seeds and over test images must hold under both: its verdict is the weaker of the two, "
+    "and within noise when they point in opposite directions."
+)
 LEVELS = (0.95, 0.80)
 
 
 def signed(value: float, digits: int = 2) -> str:
-    """``"+0.39"`` or ``"−0.69"`` (a typographic minus), the way the book prints a difference."""
+    """``"+0.39"`` or ``"−0.69"`` (a typographic minus), the way the book prints a difference; a value
+    that rounds to zero at ``digits`` has no sign: ``"0.00"``, never ``"+0.00"`` or ``"−0.00"``."""
     text = f"{value:+.{digits}f}"
+    if float(text) == 0:
+        return text[1:]
     return "−" + text[1:] if text.startswith("-") else text
 
 
@@ -49,6 +62,17 @@ def verdict_for(interval_95: tuple[float, float], interval_80: tuple[float, floa
     if interval_80[0] > 0 or interval_80[1] < 0:
         return VERDICTS[1]
     return VERDICTS[2]
+
+
+def joint_verdict(*effects: Effect) -> str:
+    """The verdict of one claim judged under several kinds of noise (e.g. over seeds and over test images):
+    the weakest of their verdicts (:data:`JOINT_RULE`); "within noise" when their means have opposite signs."""
+    if not effects:
+        raise ValueError("a joint verdict needs at least one effect")
+    signs = {math.copysign(1.0, effect.mean) for effect in effects if effect.mean != 0}
+    if len(signs) > 1:
+        return VERDICTS[2]
+    return max((effect.verdict for effect in effects), key=VERDICTS.index)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,21 @@ def test_offline_weights_load_exactly_with_a_new_head(weights_folder, monkeypatc
     assert net.mean == net.std == (128 / 255,) * 3
 
 
+def test_a_new_head_on_pretrained_weights_starts_at_the_fan_in_scale(weights_folder, monkeypatch):
+    """timm's MobileNet classifier init draws U(±1/√classes): ±0.71 for two classes. A new head on pretrained
+    weights starts at PyTorch's fan-in scale instead (±1/√256 here), with a zero bias; a kept 1,000-way
+    head keeps its pretrained weights, and random weights keep the architecture's own initialisation."""
+    folder, saved = weights_folder
+    monkeypatch.setenv(backbones.WEIGHTS_ENV, str(folder))
+    torch.manual_seed(0)
+    head = backbone(OFFLINE, 2).model.classifier
+    assert head.weight.abs().max() <= 1 / 256 ** 0.5 and head.weight.abs().max() > 0.5 / 256 ** 0.5
+    assert torch.equal(head.bias, torch.zeros(2))
+    assert torch.equal(backbone(OFFLINE, 1000).model.classifier.weight, saved["classifier.weight"])
+    torch.manual_seed(0)
+    assert backbone(OFFLINE, 2, weights=None).model.classifier.weight.abs().max() > 0.5  # timm's own scheme
+
+
 def test_pretrained_batchnorm_is_frozen_and_stays_frozen_in_train_mode(weights_folder):
     folder, _ = weights_folder
     net = backbone(OFFLINE, 2, weights_folder=folder)

@@ -131,3 +131,34 @@ def test_bootstrap_auc_effect_averages_over_seeds():
     effect = bootstrap_auc_effect(a, b, labels, resamples=500)
     expected = np.mean([roc_auc_score(labels, sa) - roc_auc_score(labels, sb) for sa, sb in zip(a, b)]) * 100
     assert effect.mean == pytest.approx(expected)
+
+
+def _effect_with(verdict: str, mean: float = 1.0) -> Effect:
+    """An effect whose intervals give ``verdict`` for a positive (or negative) ``mean``."""
+    sign = 1.0 if mean > 0 else -1.0
+    bounds = {VERDICTS[0]: ((0.5, 1.5), (0.7, 1.3)), VERDICTS[1]: ((-0.1, 2.1), (0.2, 1.8)),
+              VERDICTS[2]: ((-1.0, 3.0), (-0.5, 2.5))}[verdict]
+    (low, high), (low80, high80) = [sorted((sign * a, sign * b)) for a, b in bounds]
+    return Effect(mean, 0.5, 3, low, high, low80, high80, 0.5)
+
+
+def test_joint_verdict_is_the_weaker_one_and_refuses_opposite_signs():
+    from kdcourse.stats import joint_verdict
+
+    for a in VERDICTS:
+        for b in VERDICTS:
+            expected = VERDICTS[max(VERDICTS.index(a), VERDICTS.index(b))]
+            assert joint_verdict(_effect_with(a), _effect_with(b)) == expected
+    assert _effect_with(VERDICTS[0], -1.0).verdict == VERDICTS[0]
+    assert joint_verdict(_effect_with(VERDICTS[0]), _effect_with(VERDICTS[0], -1.0)) == VERDICTS[2]
+    with pytest.raises(ValueError):
+        joint_verdict()
+
+
+def test_signed_prints_a_value_that_rounds_to_zero_without_a_sign():
+    from kdcourse.stats import signed
+
+    assert signed(0.39) == "+0.39" and signed(-0.69) == "−0.69" and signed(0.006) == "+0.01"
+    for value in (0.0, -0.0, 0.004, -0.004, -1e-12):
+        assert signed(value) == "0.00"
+    assert signed(-0.04, 1) == "0.0" and signed(-0.06, 1) == "−0.1" and signed(0.4, 0) == "0"

@@ -162,4 +162,7 @@ def test_two_phase_trains_head_then_top_distils_and_resumes(small_mhist, nets, t
     plain = runner.two_phase("student", 0, "labels")
     assert not torch.equal(student.test_logits, plain.test_logits)
     fit_result, logits = runner.scratch("student", 0)
-    assert logits.shape == (n_test, 2) and len(fit_result.history) == 1
+    assert logits.shape == (n_test, 2) and len(fit_result.history) == 2 + 1  # the budget of both phases
+    assert teacher.val_logits.shape == (len(small_mhist.val), 2)
+    head_fit, head_logits = runner.head_only("student", 0, "probe")
+    assert len(head_fit.history) == 2 and head_logits.shape == (n_test, 2)

@@ -10,6 +10,7 @@ A method is the objective that :func:`kdcourse.train.fit` minimises, called once
 - ``fitnets``: FitNets hints through a trained regressor; ``FitNets``.
 - ``attention``: attention transfer between layer pairs; ``AttentionTransfer``.
 - ``teachers``: teacher outputs computed once and cached.
+- ``ensemble``: a teacher made of several networks, their logits averaged.
 - ``stacked``: a grid of students trained together.
 - ``takd``: teacher-assistant chains.
 - ``eskd``: early-stopped teachers.

@@ -8,31 +8,42 @@ trained with the usual two phases:
 2. *fine-tuning*: the backbone's last stage is unfrozen as well (its earlier stages stay frozen and
    their outputs are cached for all eight views of every training image) at a lower learning rate.
 
-A network trained *from scratch* has no frozen part: all its layers train from random weights for
-the fine-tuning phase's number of epochs, at the head's learning rate, on the same augmented
+Before the study, :func:`compare_sizes` chooses the resolution on validation: the head phase of every
+network on pooled features of the unaugmented images at each candidate size.
+
+A network trained *from scratch* has no frozen part: all its layers train from random weights for as
+many epochs as both pretrained phases together, at the head's learning rate, on the same augmented
 batches. The best epoch of every phase is selected on the validation AUC (a split of the official
 training partition); the test partition is only ever evaluated.
 
 Arms, all on the same seeds, splits and budgets (every student arm starts from the same student
 head initialisation of its seed, and all see the same batches):
 
-- ``teacher`` / ``teacher_scratch``, ``student`` / ``student_scratch``: pretrained against scratch;
-- ``kd``: the pretrained student distilled from the teacher, (T, α) chosen on validation over a grid;
+- ``member:<network>``: each member of the ensemble, pretrained, on labels; ``teacher`` is the member
+  of best mean validation AUC (the single teacher), ``ensemble`` the members' logits averaged
+  (:mod:`kdcourse.kd.ensemble`);
+- ``student`` / ``student_scratch``: the student pretrained against from scratch;
+- ``kd`` and ``kd_ensemble``: the pretrained student distilled from the single teacher and from the
+  ensemble, each with its (T, α) chosen on validation over a grid;
 - ``known_skd``: subclass distillation with *known* subclasses read from the annotators' votes (a
-  teacher head over 2 × 2 subclasses: clear and borderline HP, borderline and clear SSA);
+  head of the single teacher over 2 × 2 subclasses: clear and borderline HP, borderline and clear SSA);
 - ``learned_skd``: subclass distillation with subclasses the teacher *learns* (Müller et al.'s
   auxiliary loss), and for both subclass teachers a control that distils only their class logits;
-- ``assistant`` and ``takd``: a mid-sized assistant distilled from the teacher, then the student from it.
+- ``assistant`` and ``takd``: a mid-sized assistant distilled from the single teacher, then the
+  student from it.
 
-Two named pairs: ``offline`` (MobileNetV2 → MobileNetV1-0.5 assistant → MobileNetV1-0.25 student,
-from the converted weights of ``$KDCOURSE_WEIGHTS``) and ``seeds`` (the source reports' ResNet50V2 →
-MobileNetV2, with a ResNetV2-18 assistant, from timm's releases; needs the network or a filled cache).
+Two named teams: ``offline`` (an ensemble of MobileNetV2, MobileNetV1-0.75 and MobileNetV1-0.5, the
+last also the assistant, and the student MobileNetV1-0.25, from the converted weights of
+``$KDCOURSE_WEIGHTS``) and ``seeds`` (the source reports' ResNet50V2 teacher with a ResNetV2-18, the
+assistant, and their MobileNetV2 student, from timm's releases; needs the network or a filled cache).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,11 +57,12 @@ from torch import Tensor, nn
 from kdcourse import data as kd_data
 from kdcourse import hardware, paths
 from kdcourse.backbones import Backbone, backbone
+from kdcourse.kd.ensemble import average_logits
 from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
 from kdcourse.kd.method import CrossEntropy
 from kdcourse.kd.subclass import SubclassKD, class_logits_from_subclasses, subclass_auxiliary_loss
 from kdcourse.metrics import roc_auc
-from kdcourse.stats import Effect, bootstrap_auc_effect, paired_effect
+from kdcourse.stats import Effect, bootstrap_auc_effect, joint_verdict, paired_effect
 from kdcourse.studies.common import check_seeds, config_key, with_overrides
 from kdcourse.train import FitResult, fit
 from kdcourse.transfer import (
@@ -58,38 +70,73 @@ from kdcourse.transfer import (
 )
 
 __all__ = [
-    "PAIRS", "ROLES", "ARM_LABELS", "MhistConfig", "PROFILES", "config_for", "vote_subclasses",
-    "load_backbones", "MhistOutcome", "run_study", "subclass_head",
-    "arm_summary", "COMPARISONS", "effect_table", "phase_effect",
+    "Team", "TEAMS", "SHORT_NAMES", "ARM_LABELS", "DISTILLED_ARMS", "MhistConfig", "PROFILES", "config_for",
+    "vote_subclasses", "load_backbones", "compare_sizes", "chosen_size", "MhistOutcome", "run_study",
+    "subclass_head", "arm_label", "arm_summary", "COMPARISONS", "effect_table", "phase_effect",
 ]
 
-# (teacher, assistant, student) names for :func:`kdcourse.backbones.backbone`
-PAIRS: dict[str, tuple[str, str, str]] = {
-    "offline": ("mobilenetv2_100.tflite_in1k", "mobilenetv1_050.tflite_in1k", "mobilenetv1_025.tflite_in1k"),
-    "seeds": ("resnetv2_50.a1h_in1k", "resnetv2_18.ra4_e3600_r224_in1k", "mobilenetv2_100.ra_in1k"),
+
+@dataclass(frozen=True)
+class Team:
+    """The networks of a study (names for :func:`kdcourse.backbones.backbone`): the ``members`` of the
+    ensemble teacher, of which the best on validation is also the single teacher; the ``assistant`` of
+    distillation through an assistant (it may be a member: it is then trained again, distilled); the ``student``."""
+
+    members: tuple[str, ...]
+    assistant: str
+    student: str
+
+    def networks(self) -> tuple[str, ...]:
+        """Every network of the team once, members first."""
+        return tuple(dict.fromkeys((*self.members, self.assistant, self.student)))
+
+
+TEAMS: dict[str, Team] = {
+    "offline": Team(("mobilenetv2_100.tflite_in1k", "mobilenetv1_075.tflite_in1k", "mobilenetv1_050.tflite_in1k"),
+                    "mobilenetv1_050.tflite_in1k", "mobilenetv1_025.tflite_in1k"),
+    "seeds": Team(("resnetv2_50.a1h_in1k", "resnetv2_18.ra4_e3600_r224_in1k"), "resnetv2_18.ra4_e3600_r224_in1k",
+                  "mobilenetv2_100.ra_in1k"),
 }
-ROLES = ("teacher", "assistant", "student")
+SHORT_NAMES = {
+    "mobilenetv2_100.tflite_in1k": "MobileNetV2", "mobilenetv1_075.tflite_in1k": "MobileNetV1-0.75",
+    "mobilenetv1_050.tflite_in1k": "MobileNetV1-0.5", "mobilenetv1_025.tflite_in1k": "MobileNetV1-0.25",
+    "resnetv2_50.a1h_in1k": "ResNet50V2", "resnetv2_18.ra4_e3600_r224_in1k": "ResNetV2-18",
+    "mobilenetv2_100.ra_in1k": "MobileNetV2",
+}
 SUBCLASSES_PER_CLASS = 2
 ARM_LABELS = {
-    "teacher": "teacher, pretrained", "teacher_scratch": "teacher, from scratch",
-    "assistant": "assistant, distilled from the teacher",
+    "teacher": "single teacher (best member on validation)", "ensemble": "ensemble teacher (members' mean logits)",
+    "assistant": "assistant, distilled from the single teacher",
     "student": "student, pretrained, labels only", "student_scratch": "student, from scratch",
-    "kd": "student, KD", "known_skd": "student, known-subclass KD",
+    "kd": "student, KD from the single teacher", "kd_ensemble": "student, KD from the ensemble",
+    "known_skd": "student, known-subclass KD",
     "known_control": "student, KD from the known-subclass teacher's class logits",
     "learned_skd": "student, learned-subclass KD",
     "learned_control": "student, KD from the learned-subclass teacher's class logits",
     "takd": "student, KD through the assistant",
-    "teacher_known": "teacher + head on known subclasses", "teacher_learned": "teacher + head on learned subclasses",
+    "teacher_known": "single teacher + head on known subclasses",
+    "teacher_learned": "single teacher + head on learned subclasses",
 }
+DISTILLED_ARMS = ("kd", "kd_ensemble", "known_skd", "learned_skd", "takd")  # the candidates for "best distilled student"
+MEMBER = "member:"  # prefix of a member's arm, followed by its network name
+
+
+def arm_label(arm: str) -> str:
+    """The arm in words (a member's arm by its network's short name)."""
+    if arm.startswith(MEMBER):
+        name = arm[len(MEMBER):]
+        return f"ensemble member {SHORT_NAMES.get(name, name)}, labels only"
+    return ARM_LABELS.get(arm, arm)
 
 
 @dataclass(frozen=True)
 class MhistConfig:
     """Settings shared by every arm; sizes in pixels, learning rates for AdamW."""
 
-    pair: str = "offline"
+    team: str = "offline"
     seeds: tuple[int, ...] = (0, 1, 2)
-    size: int = 160  # images are resized from 224 px once, when decoded
+    sizes: tuple[int, ...] = (160, 224)  # candidate resolutions, compared on validation by :func:`compare_sizes`
+    size: int = 160  # the resolution trained at; images are resized from 224 px once, when decoded
     limit: int | None = None  # at most this many images per split (stratified), None: all
     split_reduction: int = 16  # fine-tuning unfreezes the stages after this reduction (the last one)
     batch_size: int = 64
@@ -109,14 +156,15 @@ class MhistConfig:
         """Short hash of the configuration, naming its checkpoint folder."""
         return config_key(self)
 
-    def names(self) -> dict[str, str]:
-        """Backbone name of each role (teacher, assistant, student) of ``pair``."""
-        return dict(zip(ROLES, PAIRS[self.pair], strict=True))
+    @property
+    def networks(self) -> Team:
+        """The team of networks this configuration names."""
+        return TEAMS[self.team]
 
 
 PROFILES: dict[str, MhistConfig] = {
-    "smoke": MhistConfig(seeds=(0, 1), size=64, limit=24, batch_size=16, head_epochs=2, finetune_epochs=1,
-                         temperatures=(4.0,), alphas=(0.5,)),
+    "smoke": MhistConfig(seeds=(0, 1), sizes=(64, 96), size=64, limit=24, batch_size=16, head_epochs=2,
+                         finetune_epochs=1, temperatures=(4.0,), alphas=(0.5,)),
     "full": MhistConfig(),
 }
 
@@ -128,14 +176,14 @@ def config_for(profile: str, **overrides: object) -> MhistConfig:
 
 def _check(config: MhistConfig) -> None:
     """Raise ValueError for settings the study cannot run."""
-    if config.pair not in PAIRS:
-        raise ValueError(f"pair must be one of {sorted(PAIRS)}, got {config.pair!r}")
+    if config.team not in TEAMS:
+        raise ValueError(f"team must be one of {sorted(TEAMS)}, got {config.team!r}")
     check_seeds(config.seeds)
     for name in ("size", "batch_size", "head_epochs", "finetune_epochs"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
-    if config.size < 32:
-        raise ValueError(f"size must be at least 32 px (the networks downsample by 32), got {config.size}")
+    if min(config.size, *config.sizes) < 32:
+        raise ValueError(f"sizes must be at least 32 px (the networks downsample by 32), got {config.size}, {config.sizes}")
     for temperature in (*config.temperatures, config.aux_temperature):
         check_temperature(temperature)
     for alpha in config.alphas:
@@ -163,8 +211,8 @@ def vote_subclasses(labels: Tensor, votes: Tensor) -> Tensor:
 
 
 def load_backbones(config: MhistConfig) -> dict[str, Backbone]:
-    """The three networks of ``config.pair`` with two-way heads (pretrained unless ``config.pretrained``
-    is false).
+    """Every network of ``config.team`` by name, with a two-way head (pretrained unless
+    ``config.pretrained`` is false).
 
     Random weights (``config.pretrained`` false, smoke runs only) are drawn under a fixed seed, so that
     every call gives the same networks and a resumed run finds the features it was trained on.
@@ -172,7 +220,47 @@ def load_backbones(config: MhistConfig) -> dict[str, Backbone]:
     weights = "imagenet" if config.pretrained else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return {role: backbone(name, 2, weights=weights) for role, name in config.names().items()}
+        return {name: backbone(name, 2, weights=weights) for name in config.networks.networks()}
+
+
+def _runner(config: MhistConfig, dataset: kd_data.ImageData, folder: Path, device: torch.device,
+            nets: dict[str, Backbone], views: tuple[int, ...] = ALL_VIEWS) -> tuple[TwoPhaseRunner, float]:
+    """The two-phase runner on the cached ``views`` of ``nets`` (roles named by network), and the seconds
+    the views took."""
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
+    start = time.perf_counter()
+    cached = {name: role_views(name.replace(".", "_"), net, dataset, config.split_reduction, folder.parent / "cache",
+                               device, amp, views) for name, net in nets.items()}
+    settings = TwoPhaseSettings.from_config(config, {name: name for name in nets}, val_metric="auc")
+    return TwoPhaseRunner(settings, dataset, cached, folder, device, amp), time.perf_counter() - start
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def compare_sizes(config: MhistConfig, load: Callable[[int], kd_data.ImageData], *, run_root: Path | None = None,
+                  device: str | torch.device | None = None) -> pd.DataFrame:
+    """The head phase of every network at every size of ``config.sizes``, for every seed, on pooled
+    features of the unaugmented training images: one row per (size, network, seed) with ``val_auc`` and
+    ``test_auc``. ``load(size)`` returns the data set at ``size`` px. :func:`chosen_size` reads the choice."""
+    _check(config)
+    nets, rows = load_backbones(config), []
+    for size in config.sizes:
+        sized = dataclasses.replace(config, size=size)
+        folder = (run_root or paths.runs_dir()) / "mhist" / sized.key() / "sizes"
+        runner, _ = _runner(sized, load(size), folder, _device(device), nets, views=(0,))
+        for name in nets:
+            for seed in config.seeds:
+                result, logits = runner.head_only(name, seed, f"{name}_size{size}")
+                rows.append({"size": size, "network": name, "seed": seed, "val_auc": result.best_val_score,
+                             "test_auc": roc_auc(logits, runner.dataset.test.y)})
+    return pd.DataFrame(rows)
+
+
+def chosen_size(sizes: pd.DataFrame) -> int:
+    """The size of best validation AUC, averaged over networks and seeds (never the test AUC)."""
+    return int(sizes.groupby("size").val_auc.mean().idxmax())
 
 
 @dataclass
@@ -182,16 +270,18 @@ class MhistOutcome:
     ``runs``: one row per (seed, arm): ``role``, ``model``, ``val_auc``, ``test_auc``,
     ``test_auc_head`` (after the feature-extraction phase alone; NaN where there is none),
     ``balanced_accuracy`` (test, threshold at probability 0.5), ``best_epoch``, ``train_seconds``.
-    ``grid``: one row per (seed, T, α) of the distillation grid with ``val_auc`` and ``test_auc``;
-    ``chosen``: the (T, α) of the best mean validation AUC. ``scores``: per arm and seed the test
-    probability of SSA of every test image; ``labels``: the test labels. ``history``: validation
-    AUC per epoch of each network of the first seed. ``cache_seconds``: computing the cached views.
+    ``grid``: one row per (teacher, seed, T, α) of the distillation grids (``teacher``: ``"teacher"`` or
+    ``"ensemble"``) with ``val_auc`` and ``test_auc``; ``chosen``: per teacher the (T, α) of the best mean
+    validation AUC. ``teacher_network``: the member chosen as the single teacher. ``scores``: per arm and
+    seed the test probability of SSA of every test image; ``labels``: the test labels. ``history``:
+    validation AUC per epoch of each network of the first seed. ``cache_seconds``: computing the cached views.
     """
 
     config: MhistConfig
     runs: pd.DataFrame
     grid: pd.DataFrame
-    chosen: dict[str, float]
+    chosen: dict[str, dict[str, float]]
+    teacher_network: str
     scores: dict[str, dict[int, list[float]]]
     labels: list[int]
     history: dict[str, list[float]]
@@ -212,10 +302,10 @@ def _learned_subclass_loss(outputs: Tensor, targets: Tensor, *_: Tensor, aux_wei
     return hard + aux_weight * subclass_auxiliary_loss(outputs, aux_temperature)
 
 
-def _fine_tuned_features(runner: TwoPhaseRunner, teacher: Trained) -> tuple[Tensor, Tensor, Tensor]:
-    """Pooled features of the fine-tuned teacher: of every training view ``(V, N, D)``, of validation
-    and of test ``(N, D)``."""
-    views, top = runner.views["teacher"], teacher.top.eval()
+def _fine_tuned_features(runner: TwoPhaseRunner, role: str, teacher: Trained) -> tuple[Tensor, Tensor, Tensor]:
+    """Pooled features of the fine-tuned teacher (network ``role``): of every training view ``(V, N, D)``,
+    of validation and of test ``(N, D)``."""
+    views, top = runner.views[role], teacher.top.eval()
 
     def pooled(maps: Tensor) -> Tensor:
         return apply_in_batches(lambda z: top(z, pre_logits=True), maps, batch_size=256, device=runner.device,
@@ -224,14 +314,14 @@ def _fine_tuned_features(runner: TwoPhaseRunner, teacher: Trained) -> tuple[Tens
     return torch.stack([pooled(v) for v in views.train]), pooled(views.val), pooled(views.test)
 
 
-def subclass_head(runner: TwoPhaseRunner, config: MhistConfig, teacher: Trained, seed: int,
+def subclass_head(runner: TwoPhaseRunner, config: MhistConfig, role: str, teacher: Trained, seed: int,
                   learned: bool) -> tuple[FitResult, Tensor, Tensor]:
     """A 2 × 2 subclass head on the fine-tuned teacher's pooled features (every view): known subclasses
     from the votes (cross-entropy), or learned ones (class cross-entropy + auxiliary loss).
 
     Returns its fit, the subclass logits of every training view ``(V, N, 4)`` and of the test set ``(N, 4)``."""
     data = runner.dataset
-    train, val, test = _fine_tuned_features(runner, teacher)
+    train, val, test = _fine_tuned_features(runner, role, teacher)
     torch.manual_seed(seed)
     head = nn.Linear(train.shape[-1], 2 * SUBCLASSES_PER_CLASS)
     if learned:
@@ -263,92 +353,128 @@ class _Record:
     scores: dict[str, dict[int, list[float]]] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)
 
-    def row(self, seed: int, arm: str, role: str, logits: Tensor, result: FitResult,
-            head: Trained | None = None) -> None:
-        """One row of ``runs`` for a network with test ``logits`` ``(N, 2)`` and its (last) fit."""
+    def row(self, seed: int, arm: str, model: str, logits: Tensor, val_auc: float, best_epoch: float,
+            train_seconds: float, head_logits: Tensor | None = None) -> None:
+        """One row of ``runs`` for network(s) ``model`` with test ``logits`` ``(N, 2)``, and its test scores."""
         labels = self.labels
         predicted = (_probability(logits) >= 0.5).long().numpy()
         self.rows.append({
-            "seed": seed, "arm": arm, "role": role, "model": self.config.names()[role],
-            "val_auc": result.best_val_score, "test_auc": roc_auc(logits, labels),
-            "test_auc_head": roc_auc(head.head_test_logits, labels) if head else np.nan,
+            "seed": seed, "arm": arm, "role": _role(arm), "model": model, "val_auc": val_auc,
+            "test_auc": roc_auc(logits, labels),
+            "test_auc_head": roc_auc(head_logits, labels) if head_logits is not None else np.nan,
             "balanced_accuracy": float(balanced_accuracy_score(labels.numpy(), predicted)),
-            "best_epoch": result.best_epoch,
-            "train_seconds": result.train_seconds + (head.head_fit.train_seconds if head else 0.0),
+            "best_epoch": best_epoch, "train_seconds": train_seconds,
         })
-
-    def arm(self, seed: int, arm: str, role: str, logits: Tensor, result: FitResult,
-            head: Trained | None = None) -> None:
-        """A row, the test scores and (first seed) the validation curve of both phases of an arm."""
-        self.row(seed, arm, role, logits, result, head)
         self.scores.setdefault(arm, {})[seed] = [round(p, 5) for p in _probability(logits).tolist()]
+
+    def fitted(self, seed: int, arm: str, model: str, logits: Tensor, result: FitResult) -> None:
+        """A row for a network trained in one fit (from scratch, or a head), with its validation curve."""
+        self.row(seed, arm, model, logits, result.best_val_score, result.best_epoch, result.train_seconds)
         if seed == self.config.seeds[0]:
-            curve = [h["val_auc"] for h in head.head_fit.history] if head else []
-            self.history[arm] = curve + [h["val_auc"] for h in result.history]
+            self.history[arm] = [h["val_auc"] for h in result.history]
 
-    def trained(self, seed: int, arm: str, role: str, trained: Trained) -> None:
-        """:meth:`arm` for a network trained in two phases."""
-        self.arm(seed, arm, role, trained.test_logits, trained.fit, trained)
-
-
-def _labels_only_arms(runner: TwoPhaseRunner, record: _Record, seed: int) -> Trained:
-    """Teacher and student, pretrained and from scratch, trained on the labels; returns the teacher."""
-    trained = {}
-    for role in ("teacher", "student"):
-        trained[role] = runner.two_phase(role, seed, role, keep_train_logits=role == "teacher")
-        record.trained(seed, role, role, trained[role])
-        result, logits = runner.scratch(role, seed)
-        record.arm(seed, f"{role}_scratch", role, logits, result)
-    return trained["teacher"]
+    def trained(self, seed: int, arm: str, model: str, trained: Trained) -> None:
+        """A row, the test scores and (first seed) the validation curve of both phases of a network."""
+        self.row(seed, arm, model, trained.test_logits, trained.fit.best_val_score, trained.fit.best_epoch,
+                 trained.fit.train_seconds + trained.head_fit.train_seconds, trained.head_test_logits)
+        if seed == self.config.seeds[0]:
+            self.history[arm] = [h["val_auc"] for h in (*trained.head_fit.history, *trained.fit.history)]
 
 
-def _kd_grid(runner: TwoPhaseRunner, config: MhistConfig, seed: int, teacher: Trained) -> dict[tuple, Trained]:
-    """The student distilled from ``teacher`` at every (T, α) of the grid."""
-    return {(t, a): runner.two_phase("student", seed, f"kd_T{t:g}_a{a:g}", HintonKD(t, a), soft=teacher.train_logits)
+def _role(arm: str) -> str:
+    """Which kind of network an arm trains: a teacher, the assistant or the student."""
+    if arm.startswith(MEMBER) or arm in ("teacher", "ensemble", "teacher_known", "teacher_learned"):
+        return "teacher"
+    return "assistant" if arm == "assistant" else "student"
+
+
+@dataclass
+class _Teachers:
+    """The trained members of one seed, the single teacher chosen among them and the ensemble's logits."""
+
+    members: dict[str, Trained]
+    single: str = ""
+
+    def ensemble(self, field_name: str) -> Tensor:
+        """The members' mean of one kind of logits (``train_logits``, ``val_logits`` or ``test_logits``)."""
+        return average_logits([getattr(trained, field_name) for trained in self.members.values()])
+
+    def soft(self, teacher: str) -> Tensor:
+        """Training logits per view ``(V, N, 2)`` of ``teacher`` (``"teacher"`` or ``"ensemble"``)."""
+        return self.ensemble("train_logits") if teacher == "ensemble" else self.members[self.single].train_logits
+
+
+def _labels_only_arms(runner: TwoPhaseRunner, config: MhistConfig, record: _Record, seed: int) -> _Teachers:
+    """Every member and the student on labels, and the student from scratch; returns the members."""
+    team, members = config.networks, {}
+    for name in team.members:
+        members[name] = runner.two_phase(name, seed, name, keep_train_logits=True)
+        record.trained(seed, MEMBER + name, name, members[name])
+    record.trained(seed, "student", team.student, runner.two_phase(team.student, seed, team.student))
+    result, logits = runner.scratch(team.student, seed)
+    record.fitted(seed, "student_scratch", team.student, logits, result)
+    return _Teachers(members)
+
+
+def _teacher_arms(record: _Record, config: MhistConfig, seed: int, teachers: _Teachers, labels_val: Tensor) -> None:
+    """The rows of the single teacher (a copy of its member's) and of the ensemble."""
+    single = teachers.members[teachers.single]
+    record.trained(seed, "teacher", teachers.single, single)
+    seconds = sum(t.fit.train_seconds + t.head_fit.train_seconds for t in teachers.members.values())
+    record.row(seed, "ensemble", "+".join(config.networks.members), teachers.ensemble("test_logits"),
+               roc_auc(teachers.ensemble("val_logits"), labels_val), np.nan, seconds,
+               average_logits([t.head_test_logits for t in teachers.members.values()]))
+
+
+def _kd_grid(runner: TwoPhaseRunner, config: MhistConfig, seed: int, teachers: _Teachers,
+             teacher: str) -> dict[tuple, Trained]:
+    """The student distilled from ``teacher`` (``"teacher"`` or ``"ensemble"``) at every (T, α) of the grid."""
+    prefix = "kd" if teacher == "teacher" else "kd_ensemble"
+    return {(t, a): runner.two_phase(config.networks.student, seed, f"{prefix}_T{t:g}_a{a:g}", HintonKD(t, a),
+                                     soft=teachers.soft(teacher))
             for t in config.temperatures for a in config.alphas}
 
 
-def _grid_rows(seed: int, grid: dict[tuple, Trained], labels: Tensor) -> list[dict]:
+def _grid_rows(seed: int, teacher: str, grid: dict[tuple, Trained], labels: Tensor) -> list[dict]:
     """One row per (T, α) with the validation and test AUC of its student."""
-    return [{"seed": seed, "temperature": t, "alpha": a, "val_auc": trained.fit.best_val_score,
+    return [{"teacher": teacher, "seed": seed, "temperature": t, "alpha": a, "val_auc": trained.fit.best_val_score,
              "test_auc": roc_auc(trained.test_logits, labels)} for (t, a), trained in grid.items()]
 
 
-def _subclass_arms(runner: TwoPhaseRunner, config: MhistConfig, record: _Record, seed: int, teacher: Trained,
+def _subclass_arms(runner: TwoPhaseRunner, config: MhistConfig, record: _Record, seed: int, teachers: _Teachers,
                    temperature: float, alpha: float) -> None:
-    """For known and learned subclasses: the teacher's subclass head, the student distilled from its
+    """For known and learned subclasses: the single teacher's subclass head, the student distilled from its
     subclass logits, and the control distilled from its class logits alone."""
+    student, role = config.networks.student, teachers.single
     for kind in ("known", "learned"):
-        head_fit, train_sub, test_sub = subclass_head(runner, config, teacher, seed, learned=kind == "learned")
-        record.row(seed, f"teacher_{kind}", "teacher", _class_logits(test_sub), head_fit)
-        skd = runner.two_phase("student", seed, f"{kind}_skd", SubclassKD(SUBCLASSES_PER_CLASS, temperature, alpha),
+        head_fit, train_sub, test_sub = subclass_head(runner, config, role, teachers.members[role], seed,
+                                                      learned=kind == "learned")
+        record.fitted(seed, f"teacher_{kind}", role, _class_logits(test_sub), head_fit)
+        skd = runner.two_phase(student, seed, f"{kind}_skd", SubclassKD(SUBCLASSES_PER_CLASS, temperature, alpha),
                                soft=train_sub, outputs=2 * SUBCLASSES_PER_CLASS, class_logits=_class_logits)
         skd.test_logits, skd.head_test_logits = _class_logits(skd.test_logits), _class_logits(skd.head_test_logits)
-        record.trained(seed, f"{kind}_skd", "student", skd)
+        record.trained(seed, f"{kind}_skd", student, skd)
         class_soft = _class_logits(train_sub.flatten(0, 1)).view(*train_sub.shape[:2], 2)
-        control = runner.two_phase("student", seed, f"{kind}_control", HintonKD(temperature, alpha), soft=class_soft)
-        record.trained(seed, f"{kind}_control", "student", control)
+        control = runner.two_phase(student, seed, f"{kind}_control", HintonKD(temperature, alpha), soft=class_soft)
+        record.trained(seed, f"{kind}_control", student, control)
 
 
-def _assistant_arms(runner: TwoPhaseRunner, record: _Record, seed: int, teacher: Trained, temperature: float,
-                    alpha: float) -> None:
-    """The assistant distilled from the teacher, then the student distilled from the assistant."""
-    assistant = runner.two_phase("assistant", seed, "assistant", HintonKD(temperature, alpha),
-                                 soft=teacher.train_logits, keep_train_logits=True)
-    record.trained(seed, "assistant", "assistant", assistant)
-    takd = runner.two_phase("student", seed, "takd", HintonKD(temperature, alpha), soft=assistant.train_logits)
-    record.trained(seed, "takd", "student", takd)
+def _assistant_arms(runner: TwoPhaseRunner, config: MhistConfig, record: _Record, seed: int, teachers: _Teachers,
+                    temperature: float, alpha: float) -> None:
+    """The assistant distilled from the single teacher, then the student distilled from the assistant."""
+    team = config.networks
+    assistant = runner.two_phase(team.assistant, seed, "assistant", HintonKD(temperature, alpha),
+                                 soft=teachers.soft("teacher"), keep_train_logits=True)
+    record.trained(seed, "assistant", team.assistant, assistant)
+    takd = runner.two_phase(team.student, seed, "takd", HintonKD(temperature, alpha), soft=assistant.train_logits)
+    record.trained(seed, "takd", team.student, takd)
 
 
-def _runner(config: MhistConfig, dataset: kd_data.ImageData, folder: Path, device: torch.device,
-            nets: dict[str, Backbone]) -> tuple[TwoPhaseRunner, float]:
-    """The two-phase runner on the cached views of ``nets``, and the seconds the views took."""
-    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
-    start = time.perf_counter()
-    views = {role: role_views(role, net, dataset, config.split_reduction, folder.parent / "cache", device, amp,
-                              ALL_VIEWS) for role, net in nets.items()}
-    settings = TwoPhaseSettings.from_config(config, config.names(), val_metric="auc")
-    return TwoPhaseRunner(settings, dataset, views, folder, device, amp), time.perf_counter() - start
+def _best_member(record: _Record, config: MhistConfig) -> str:
+    """The member of best mean validation AUC over seeds (after both phases)."""
+    runs = pd.DataFrame(record.rows)
+    members = runs[runs.arm.str.startswith(MEMBER)]
+    return str(members.groupby("model").val_auc.mean().reindex(list(config.networks.members)).idxmax())
 
 
 def run_study(config: MhistConfig, dataset: kd_data.ImageData, *, run_root: Path | None = None,
@@ -356,29 +482,38 @@ def run_study(config: MhistConfig, dataset: kd_data.ImageData, *, run_root: Path
     """Train and evaluate every arm of the study for every seed (checkpointed: a rerun resumes).
 
     ``dataset`` comes from :func:`kdcourse.data.load_mhist` at ``config.size`` (with ``config.limit``).
-    First the labels-only arms and the distillation grid for every seed; the grid's (T, α) of best mean
-    validation AUC then serves the KD arm, subclass distillation and distillation through the assistant."""
+    First the members, the student and its scratch twin for every seed; the member of best mean validation
+    AUC becomes the single teacher; then both distillation grids; each grid's (T, α) of best mean
+    validation AUC serves its KD arm, and the single teacher's also subclass distillation and the assistant."""
     _check(config)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     nets = load_backbones(config)  # fails first, and clearly, when pretrained weights are missing
     runner, cache_seconds = _runner(config, dataset, (run_root or paths.runs_dir()) / "mhist" / config.key(),
-                                    device, nets)
+                                    _device(device), nets)
     record, labels = _Record(config, dataset.test.y), dataset.test.y
-    teachers, grids, grid_rows = {}, {}, []
+    teachers = {seed: _labels_only_arms(runner, config, record, seed) for seed in config.seeds}
+    single = _best_member(record, config)
+    grids: dict[tuple[int, str], dict[tuple, Trained]] = {}
+    grid_rows: list[dict] = []
     for seed in config.seeds:
-        teachers[seed] = _labels_only_arms(runner, record, seed)
-        grids[seed] = _kd_grid(runner, config, seed, teachers[seed])
-        grid_rows += _grid_rows(seed, grids[seed], labels)
+        teachers[seed].single = single
+        _teacher_arms(record, config, seed, teachers[seed], dataset.val.y)
+        for teacher in ("teacher", "ensemble"):
+            grids[seed, teacher] = _kd_grid(runner, config, seed, teachers[seed], teacher)
+            grid_rows += _grid_rows(seed, teacher, grids[seed, teacher], labels)
     grid = pd.DataFrame(grid_rows)
-    temperature, alpha = grid.groupby(["temperature", "alpha"])["val_auc"].mean().idxmax()
+    chosen = {teacher: dict(zip(("temperature", "alpha"), map(float, rows.groupby(["temperature", "alpha"])
+                                                              .val_auc.mean().idxmax())))
+              for teacher, rows in grid.groupby("teacher", sort=False)}
     for seed in config.seeds:
-        record.trained(seed, "kd", "student", grids[seed][(temperature, alpha)])
-        _subclass_arms(runner, config, record, seed, teachers[seed], temperature, alpha)
-        _assistant_arms(runner, record, seed, teachers[seed], temperature, alpha)
+        for teacher, arm in (("teacher", "kd"), ("ensemble", "kd_ensemble")):
+            pick = chosen[teacher]
+            record.trained(seed, arm, config.networks.student, grids[seed, teacher][pick["temperature"], pick["alpha"]])
+        pick = chosen["teacher"]
+        _subclass_arms(runner, config, record, seed, teachers[seed], pick["temperature"], pick["alpha"])
+        _assistant_arms(runner, config, record, seed, teachers[seed], pick["temperature"], pick["alpha"])
     counts = {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)}
-    chosen = {"temperature": float(temperature), "alpha": float(alpha)}
-    return MhistOutcome(config, pd.DataFrame(record.rows), grid, chosen, record.scores, labels.tolist(),
-                        record.history, cache_seconds, counts, {role: net.weights for role, net in nets.items()})
+    return MhistOutcome(config, pd.DataFrame(record.rows), grid, chosen, single, record.scores, labels.tolist(),
+                        record.history, cache_seconds, counts, {name: net.weights for name, net in nets.items()})
 
 
 def arm_summary(runs: pd.DataFrame, columns: tuple[str, ...] = ("test_auc", "test_auc_head", "balanced_accuracy",
@@ -392,7 +527,8 @@ def arm_summary(runs: pd.DataFrame, columns: tuple[str, ...] = ("test_auc", "tes
 
 # the comparisons the chapter judges: (arm, baseline)
 COMPARISONS: tuple[tuple[str, str], ...] = (
-    ("teacher", "teacher_scratch"), ("student", "student_scratch"), ("kd", "student"),
+    ("teacher", "student"), ("ensemble", "student"), ("ensemble", "teacher"), ("student", "student_scratch"),
+    ("kd", "student"), ("kd_ensemble", "student"), ("kd_ensemble", "kd"),
     ("known_skd", "kd"), ("known_skd", "known_control"), ("learned_skd", "kd"), ("learned_skd", "learned_control"),
     ("takd", "kd"),
 )
@@ -406,7 +542,8 @@ def effect_table(runs: pd.DataFrame, scores: dict, labels: list[int],
                  comparisons: tuple[tuple[str, str], ...] = COMPARISONS) -> pd.DataFrame:
     """One row per comparison ``(arm, baseline)``: the test-AUC difference in points, paired over seeds
     (``seeds …`` columns) and by a paired bootstrap over test images of the seed-averaged AUC difference
-    (``images …`` columns), each with its 95 % interval and verdict (:mod:`kdcourse.stats`)."""
+    (``images …`` columns), each with its 95 % interval and verdict, and the ``verdict`` of the claim under
+    both (:func:`kdcourse.stats.joint_verdict`)."""
     # JSON keys are text
     scores = {arm: {int(seed): values for seed, values in by_seed.items()} for arm, by_seed in scores.items()}
     rows = []
@@ -421,6 +558,8 @@ def effect_table(runs: pd.DataFrame, scores: dict, labels: list[int],
         for over, effect in effects.items():
             for name in ("mean", "std", "low", "high", "verdict"):
                 row[f"{over} {name}"] = getattr(effect, name) if effect is not None else np.nan
+        judged = [effect for effect in effects.values() if effect is not None]
+        row["verdict"] = joint_verdict(*judged)
         rows.append(row)
     return pd.DataFrame(rows)
 

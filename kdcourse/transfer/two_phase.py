@@ -6,7 +6,7 @@
 
 Every phase keeps its best epoch on the validation metric and is checkpointed, so a rerun resumes.
 A network trained *from scratch* (:meth:`TwoPhaseRunner.scratch`) has no frozen part: all its layers
-train from random weights on augmented images.
+train from random weights on augmented images, for as many epochs as both phases together.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Trained:
     test_logits: Tensor  # (N_test, K)
     head_test_logits: Tensor | None  # (N_test, K) after the head phase alone
     train_logits: Tensor | None = None  # (V, N, K) on every cached training view, for distilling from it
+    val_logits: Tensor | None = None  # (N_val, K)
 
 
 class TwoPhaseRunner:
@@ -97,33 +98,51 @@ class TwoPhaseRunner:
         settings, views = self.settings, self.views[role]
         method = CrossEntropy() if method is None else method
         model, top = self.fresh(role, seed, outputs)
+        head_fit, head_test = self._head_phase(pooled_head(model), views, seed, name, method, soft, targets, class_logits)
+        top_fit = fit(top, self._batches(views.train, seed, soft, targets), method, epochs=settings.finetune_epochs,
+                      lr=settings.finetune_lr, schedule="cosine", val_data=(views.val, self.dataset.val.y),
+                      checkpoint=self.folder / f"seed{seed}_{name}.ckpt", description=name,
+                      **self._common(seed, class_logits))
+        test, val = self.logits(top, views.test), self.logits(top, views.val)
+        train = torch.stack([self.logits(top, v) for v in views.train]) if keep_train_logits else None
+        return Trained(top, head_fit, top_fit, test, head_test, train, val)
+
+    def head_only(self, role: str, seed: int, name: str) -> tuple[FitResult, Tensor]:
+        """The feature-extraction phase alone of ``role`` on labels (``views`` may hold pooled features
+        only): its fit and its test logits ``(N_test, K)``."""
+        model, _ = self.fresh(role, seed)
+        return self._head_phase(pooled_head(model), self.views[role], seed, name, CrossEntropy(), None, None, None)
+
+    def _head_phase(self, head: nn.Module, views: Views, seed: int, name: str, method: LossFn, soft: Tensor | None,
+                    targets: Tensor | None, class_logits: Callable[[Tensor], Tensor] | None) -> tuple[FitResult, Tensor]:
+        """Train ``head`` on the pooled features of every view; its fit and its test logits."""
+        settings = self.settings
+        result = fit(head, self._batches(views.pooled_train, seed, soft, targets), method, epochs=settings.head_epochs,
+                     lr=settings.head_lr, val_data=(views.pooled_val, self.dataset.val.y),
+                     checkpoint=self.folder / f"seed{seed}_{name}_head.ckpt", description=f"{name} head",
+                     **self._common(seed, class_logits))
+        return result, predict_logits(head, views.pooled_test, device=self.device, amp_dtype=self.amp)
+
+    def _batches(self, features: Tensor, seed: int, soft: Tensor | None, targets: Tensor | None) -> ViewBatches:
+        """Mini-batches of random views of ``features`` with the labels (or ``targets``) and ``soft``."""
         y = self.dataset.train.y if targets is None else targets
         extras = () if soft is None else (soft,)
+        return ViewBatches(features, y, *extras, batch_size=self.settings.batch_size, seed=seed)
 
-        def batches(features: Tensor) -> ViewBatches:
-            return ViewBatches(features, y, *extras, batch_size=settings.batch_size, seed=seed)
-
-        common = {"seed": seed, "device": self.device, "amp_dtype": self.amp, "val_metric": settings.val_metric,
-                  "class_logits": class_logits}
-        head = pooled_head(model)
-        head_fit = fit(head, batches(views.pooled_train), method, epochs=settings.head_epochs, lr=settings.head_lr,
-                       val_data=(views.pooled_val, self.dataset.val.y),
-                       checkpoint=self.folder / f"seed{seed}_{name}_head.ckpt", description=f"{name} head", **common)
-        head_test = predict_logits(head, views.pooled_test, device=self.device, amp_dtype=self.amp)
-        top_fit = fit(top, batches(views.train), method, epochs=settings.finetune_epochs, lr=settings.finetune_lr,
-                      schedule="cosine", val_data=(views.val, self.dataset.val.y),
-                      checkpoint=self.folder / f"seed{seed}_{name}.ckpt", description=name, **common)
-        test = self.logits(top, views.test)
-        train = torch.stack([self.logits(top, v) for v in views.train]) if keep_train_logits else None
-        return Trained(top, head_fit, top_fit, test, head_test, train)
+    def _common(self, seed: int, class_logits: Callable[[Tensor], Tensor] | None) -> dict:
+        """The arguments of ``fit`` that both phases share."""
+        return {"seed": seed, "device": self.device, "amp_dtype": self.amp, "val_metric": self.settings.val_metric,
+                "class_logits": class_logits}
 
     def logits(self, module: nn.Module, inputs: Tensor | kd_data.TensorBatches) -> Tensor:
         """``module``'s outputs ``(N, K)`` on ``inputs`` (a tensor or batches), float32 on the CPU."""
         return predict_logits(module, inputs, batch_size=256, device=self.device, amp_dtype=self.amp)
 
-    def scratch(self, role: str, seed: int, outputs: int = 2) -> tuple[FitResult, Tensor]:
-        """``role``'s network from random weights (all layers, trainable BatchNorm), trained for
-        ``finetune_epochs`` at ``head_lr`` on augmented images; returns its fit and test logits."""
+    def scratch(self, role: str, seed: int, outputs: int = 2, epochs: int | None = None) -> tuple[FitResult, Tensor]:
+        """``role``'s network from random weights (all layers, trainable BatchNorm), trained for ``epochs``
+        (default: as many as both pretrained phases together, ``head_epochs + finetune_epochs``, so that
+        the comparison with ImageNet weights is at an equal budget) at ``head_lr`` on augmented images;
+        returns its fit and test logits."""
         settings, data = self.settings, self.dataset
         torch.manual_seed(seed)
         net = backbone(settings.names[role], outputs, weights=None)
@@ -135,7 +154,8 @@ class TwoPhaseRunner:
         def batches(x: Tensor) -> kd_data.TensorBatches:
             return kd_data.TensorBatches(x, batch_size=settings.batch_size, shuffle=False, transform=plain)
 
-        result = fit(model, train, CrossEntropy(), epochs=settings.finetune_epochs, lr=settings.head_lr,
+        epochs = settings.head_epochs + settings.finetune_epochs if epochs is None else epochs
+        result = fit(model, train, CrossEntropy(), epochs=epochs, lr=settings.head_lr,
                      schedule="cosine", seed=seed, val_data=(batches(data.val.x), data.val.y),
                      val_metric=settings.val_metric, device=self.device, amp_dtype=self.amp,
                      checkpoint=self.folder / f"seed{seed}_{role}_scratch.ckpt", description=f"{role} from scratch")
