@@ -166,3 +166,16 @@ def test_two_phase_trains_head_then_top_distils_and_resumes(small_mhist, nets, t
     assert teacher.val_logits.shape == (len(small_mhist.val), 2)
     head_fit, head_logits = runner.head_only("student", 0, "probe")
     assert len(head_fit.history) == 2 and head_logits.shape == (n_test, 2)
+
+
+def test_linear_probe_chooses_its_strength_on_training_features_only():
+    from kdcourse.transfer import linear_probe
+
+    generator = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    x = torch.randn(200, 5, generator=generator) + y[:, None] * torch.tensor([2.0, 0, 0, 0, 0])
+    (scores,), c = linear_probe(x, y, x[:10])
+    assert scores.shape == (10,) and c > 0
+    assert (scores[y[:10] == 1].mean() > scores[y[:10] == 0].mean())
+    with pytest.raises(ValueError, match="two classes"):
+        linear_probe(x, torch.zeros(200, dtype=torch.long), x)

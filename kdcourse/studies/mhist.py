@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from torch import Tensor, nn
 
 from kdcourse import data as kd_data
 from kdcourse import hardware, paths
-from kdcourse.backbones import Backbone, backbone
+from kdcourse.backbones import Backbone, backbone, pooled_head
 from kdcourse.kd.ensemble import average_logits
 from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
 from kdcourse.kd.method import CrossEntropy
@@ -66,12 +67,12 @@ from kdcourse.stats import Effect, bootstrap_auc_effect, joint_verdict, paired_e
 from kdcourse.studies.common import check_seeds, config_key, with_overrides
 from kdcourse.train import FitResult, fit
 from kdcourse.transfer import (
-    ALL_VIEWS, Trained, TwoPhaseRunner, TwoPhaseSettings, ViewBatches, apply_in_batches, role_views,
+    ALL_VIEWS, Trained, TwoPhaseRunner, TwoPhaseSettings, ViewBatches, apply_in_batches, linear_probe, role_views,
 )
 
 __all__ = [
     "Team", "TEAMS", "SHORT_NAMES", "ARM_LABELS", "DISTILLED_ARMS", "MhistConfig", "PROFILES", "config_for",
-    "vote_subclasses", "load_backbones", "compare_sizes", "chosen_size", "MhistOutcome", "run_study",
+    "vote_subclasses", "load_backbones", "compare_sizes", "chosen_size", "head_diagnosis", "MhistOutcome", "run_study",
     "subclass_head", "arm_label", "arm_summary", "COMPARISONS", "effect_table", "phase_effect",
 ]
 
@@ -256,6 +257,54 @@ def compare_sizes(config: MhistConfig, load: Callable[[int], kd_data.ImageData],
                 rows.append({"size": size, "network": name, "seed": seed, "val_auc": result.best_val_score,
                              "test_auc": roc_auc(logits, runner.dataset.test.y)})
     return pd.DataFrame(rows)
+
+
+def head_diagnosis(config: MhistConfig, dataset: kd_data.ImageData, *, run_root: Path | None = None,
+                   device: str | torch.device | None = None) -> pd.DataFrame:
+    """Why a new head must start small, at ``config.size`` on pooled features of the unaugmented images
+    (the features :func:`compare_sizes` cached): for every network and seed, the head phase started as
+    timm draws a MobileNet classifier (uniform in ±1/√classes) and as the study starts it (fan-in scale),
+    and per network a linear probe (:func:`kdcourse.transfer.linear_probe`). One row per (network, start,
+    seed) with ``start`` (``"timm"``, ``"fan-in"``, ``"probe"``), ``val_auc``, ``test_auc``, ``logit_std``
+    (spread of the untrained head's logits on the training features) and ``curve`` (validation AUC per epoch)."""
+    _check(config)
+    nets = load_backbones(config)
+    folder = (run_root or paths.runs_dir()) / "mhist" / config.key() / "sizes"
+    runner, _ = _runner(config, dataset, folder, _device(device), nets, views=(0,))
+    rows = []
+    for name in nets:
+        views = runner.views[name]
+        (val, test), c = linear_probe(views.pooled_train[0], dataset.train.y, views.pooled_val, views.pooled_test)
+        rows.append({"network": name, "start": "probe", "seed": np.nan, "val_auc": _score_auc(val, dataset.val.y),
+                     "test_auc": _score_auc(test, dataset.test.y), "logit_std": np.nan, "curve": [], "C": c})
+        for seed in config.seeds:
+            for start in ("timm", "fan-in"):
+                rows.append(_head_from(runner, name, seed, start))
+    return pd.DataFrame(rows)
+
+
+def _score_auc(scores: np.ndarray, labels: Tensor) -> float:
+    """ROC AUC of positive-class scores ``(N,)``."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels.numpy(), scores))
+
+
+def _head_from(runner: TwoPhaseRunner, name: str, seed: int, start: str) -> dict:
+    """The head phase of network ``name`` started as ``start`` (``"timm"`` or ``"fan-in"``): one row of
+    :func:`head_diagnosis`."""
+    model, _ = runner.fresh(name, seed)
+    head = pooled_head(model)
+    if start == "timm":
+        bound = 1 / math.sqrt(head.weight.shape[0])  # Google's range, 1/√(number of classes)
+        with torch.no_grad():
+            head.weight.uniform_(-bound, bound)
+    views = runner.views[name]
+    spread = float(runner.logits(head, views.pooled_train[0]).std())
+    result, logits = runner.head_phase(head, name, seed, f"{name}_{start}_start")
+    return {"network": name, "start": start, "seed": seed, "val_auc": result.best_val_score,
+            "test_auc": roc_auc(logits, runner.dataset.test.y), "logit_std": spread,
+            "curve": [h["val_auc"] for h in result.history], "C": np.nan}
 
 
 def chosen_size(sizes: pd.DataFrame) -> int:

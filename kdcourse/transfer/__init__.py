@@ -8,9 +8,11 @@ the whole network with a frozen trunk on augmented images (tested), at the cost 
 :mod:`kdcourse.transfer.cache` keeps one network's views in a file, and
 :mod:`kdcourse.transfer.two_phase` runs the usual recipe on them: *feature extraction* trains a new
 head on pooled features, *fine-tuning* trains the top (later stages and head) on the trunk's maps at
-a lower learning rate.
+a lower learning rate. :mod:`kdcourse.transfer.probe` is the reference a head should reach: a
+linear probe (logistic regression, its strength chosen by cross-validation) on the same features.
 """
 
+from kdcourse.transfer.probe import PROBE_CS, linear_probe
 from kdcourse.transfer.cache import Views, compute_views, role_views
 from kdcourse.transfer.two_phase import Trained, TwoPhaseRunner, TwoPhaseSettings
 from kdcourse.transfer.views import ALL_VIEWS, VIEWS, ViewBatches, apply_in_batches, dihedral_view, trunk_views
@@ -18,5 +20,5 @@ from kdcourse.transfer.views import ALL_VIEWS, VIEWS, ViewBatches, apply_in_batc
 __all__ = [
     "VIEWS", "ALL_VIEWS", "dihedral_view", "trunk_views", "apply_in_batches", "ViewBatches",
     "Views", "role_views", "compute_views",
-    "TwoPhaseSettings", "Trained", "TwoPhaseRunner",
+    "TwoPhaseSettings", "Trained", "TwoPhaseRunner", "PROBE_CS", "linear_probe",
 ]

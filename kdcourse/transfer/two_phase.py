@@ -111,7 +111,12 @@ class TwoPhaseRunner:
         """The feature-extraction phase alone of ``role`` on labels (``views`` may hold pooled features
         only): its fit and its test logits ``(N_test, K)``."""
         model, _ = self.fresh(role, seed)
-        return self._head_phase(pooled_head(model), self.views[role], seed, name, CrossEntropy(), None, None, None)
+        return self.head_phase(pooled_head(model), role, seed, name)
+
+    def head_phase(self, head: nn.Module, role: str, seed: int, name: str) -> tuple[FitResult, Tensor]:
+        """Train a given ``head`` (pooled features → logits) on labels, on the pooled features of ``role``;
+        its fit and test logits. ``name`` names its checkpoint."""
+        return self._head_phase(head, self.views[role], seed, name, CrossEntropy(), None, None, None)
 
     def _head_phase(self, head: nn.Module, views: Views, seed: int, name: str, method: LossFn, soft: Tensor | None,
                     targets: Tensor | None, class_logits: Callable[[Tensor], Tensor] | None) -> tuple[FitResult, Tensor]:
