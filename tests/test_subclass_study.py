@@ -161,7 +161,7 @@ def test_findings_text_follows_the_verdicts() -> None:
     assert "With all 55,000 labels" in text and "{ref}`the subclass poster" in text
     assert "transfers more than its class distribution" in lessons.conclusion_text(teachers, students)
     _, flat = synthetic_rows((0.0, 0.0, 0.0))
-    assert "this experiment finds +0.00" in lessons.conclusion_text(teachers, flat)
+    assert "this experiment finds 0.00" in lessons.conclusion_text(teachers, flat)
 
 
 def test_recorded_results_render() -> None:

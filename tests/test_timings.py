@@ -70,7 +70,7 @@ def test_the_readme_timings_match_the_recorded_files() -> None:
 
 def test_the_introduction_states_the_one_rule_for_effects() -> None:
     intro = (book.repo_root() / "book" / "intro.md").read_text(encoding="utf-8")
-    assert stats.RULE in intro
+    assert stats.RULE in intro and stats.JOINT_RULE in intro
 
 
 def test_minutes() -> None:

@@ -4,7 +4,9 @@ clear errors of the full profile on a machine without CIFAR-10 or the pretrained
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -236,7 +238,9 @@ def test_the_recorded_mhist_run_gives_every_table_figure_and_sentence(recorded):
     runs, history, sweeps = (pd.DataFrame(found[key]) for key in ("runs", "history", "sweeps"))
     overview = report.mhist_overview(found).splitlines()
     assert len(overview) == 1 + len(found["chosen"]) and f"{found['data_counts']['test']} test images" in overview[0]
-    assert len(report.true_positive_tables(found)) == 2 * len(found["confusion"])
+    repeated = [regime for regime in found["chosen"] if report.repeats_thesis(found, regime)]
+    assert len(report.true_positive_tables(found)) == 2 * len(found["confusion"]) - len(repeated)
+    runs, history = (report.without_repeated_arm(frame, found) for frame in (runs, history))
     speed, _ = report.speed_shown(history, tuple(found["config"]["thresholds"]))
     h4, _ = report.sweep_shown(sweeps)
     lessons = report.lessons_text(found, speed, h4)
@@ -247,6 +251,50 @@ def test_the_recorded_mhist_run_gives_every_table_figure_and_sentence(recorded):
         plt.close(figure)
     assert report.summary_text(found, cifar_run=False).startswith("CIFAR-10 not run; MHIST: thesis tl ")
     assert report.summary_text(None, cifar_run=True) == "MHIST not run"
+
+
+def test_a_chosen_setting_equal_to_the_thesis_is_not_shown_as_a_second_arm(recorded):
+    found = copy.deepcopy(recorded["mhist"])
+    found["chosen"]["finetune"] = dict(zip(("temperature", "alpha"), found["config"]["thesis_kd"]))
+    runs = report.without_repeated_arm(pd.DataFrame(found["runs"]), found)
+    assert "tlkd_chosen" not in set(runs.arm) and len(report.true_positive_tables(found)) == len(found["confusion"])
+    scores, effects = report.score_tables(runs)
+    assert "(T, α) chosen on validation" not in repr(scores.frame) + repr(effects.frame)
+    assert report.lessons_text(found, pd.DataFrame(), pd.DataFrame(found["sweeps"]).pipe(tlkd.sweep_table)).count(
+        "no second, independent KD arm") == len(found["chosen"])
+
+
+def test_two_class_effects_include_the_auc(recorded):
+    found = recorded["mhist"]
+    h1 = tlkd.effects_table(report.without_repeated_arm(pd.DataFrame(found["runs"]), found)).set_index(
+        ["regime", "arm", "metric"])
+    auc = h1.loc[("finetune", "tlkd_thesis", "auc")]
+    runs = pd.DataFrame(found["runs"]).set_index(["regime", "arm", "seed"]).sort_index().auc
+    expected = 100 * (runs.loc["finetune", "tlkd_thesis"] - runs.loc["finetune", "tl"]).mean()
+    assert auc["mean"] == pytest.approx(expected) and auc["verdict"] == "clears the noise"
+    assert "AUC" in set(report.score_tables(pd.DataFrame(found["runs"]))[1].frame.metric)
+    assert "auc" not in tlkd.effects_table(pd.DataFrame(found["runs"]).assign(auc=np.nan)).metric.unique()
+
+
+def test_the_verdict_count_covers_every_table_and_states_the_joint_rule(recorded):
+    from kdcourse import stats
+
+    counts = report.verdict_counts(recorded["mhist"], recorded["mnist_foreground"])
+    total = sum(len(v) for v in counts.values())
+    text = report.verdicts_text(recorded["mhist"], recorded["mnist_foreground"])
+    assert f"draws {total} verdicts" in text and stats.JOINT_RULE in text
+    assert report.verdicts_text(None, None) == ""
+    h4 = tlkd.sweep_table(pd.DataFrame(recorded["mhist"]["sweeps"]))
+    leak = report.label_noise_text(h4)
+    cleared = h4[(h4.sweep == "label_noise") & (h4.verdict == "clears the noise")]
+    assert all(f"{level:g}" in leak for level in cleared.level)
+
+
+def test_the_foreground_verdict_is_the_joint_one(recorded):
+    effects = tlkd.foreground_effects(pd.DataFrame(recorded["mnist_foreground"]["shares"]))
+    weaker = ["clears the noise", "suggestive", "within noise"]
+    for _, row in effects.iterrows():
+        assert weaker.index(row["verdict"]) >= max(weaker.index(row["seeds verdict"]), weaker.index(row["images verdict"]))
 
 
 def test_the_recorded_mnist_shares_and_costs_give_their_sentences(recorded):
@@ -268,10 +316,15 @@ def test_scored_images_leave_out_empty_and_full_masks():
     assert scored.tolist() == [1, 3] and sentence.startswith("GrabCut found an object in 3 of the first 5")
 
 
-def test_config_table_names_the_pair():
+def test_config_table_names_the_pair_and_what_each_regime_trains():
     config = tlkd.config_for("full")
-    text = repr(report.config_table(config, "full"))
+    text = repr(report.config_table(config, "full").frame.to_dict())
     assert tlkd.PAIRS[config.pair].teacher in text and tlkd.PAIRS[config.pair].student in text
+    assert "then every layer" in text and "then the last stage" not in text
+    departures = report.departures_text(config)
+    for value in (config.max_epochs, config.early_stopping_patience, config.plateau_patience,
+                  *report.THESIS_SCHEDULE.values()):
+        assert re.search(rf"\b{value:g}\b", departures)
 
 
 def test_cifar_for_writes_a_generated_set_in_the_smoke_profile():

@@ -44,10 +44,10 @@ def confusion_figure(found: Mapping[str, Any], regime: str = "finetune") -> Figu
 
 
 def learning_curves(history: pd.DataFrame) -> Figure:
-    """Validation accuracy per epoch of every arm, mean ± std over seeds, one panel per regime."""
+    """Validation accuracy per epoch of every arm in ``history``, mean ± std over seeds, one panel per regime."""
     fig, axes = plots.panels(1, 2, height=3.6)
     for ax, regime in zip(axes, dict.fromkeys(history.regime)):
-        for arm in ARMS:
+        for arm in [a for a in ARMS if a in set(history.arm[history.regime == regime])]:
             rows = history[(history.regime == regime) & (history.arm == arm)]
             curve = rows.groupby("epoch").val_accuracy.agg(["mean", "std"])
             ax.plot(curve.index, 100 * curve["mean"], label=ARM_LABELS[arm])
@@ -56,7 +56,7 @@ def learning_curves(history: pd.DataFrame) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title(REGIME_WORDS[regime])
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

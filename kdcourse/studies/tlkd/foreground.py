@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from kdcourse import data as kd_data
 from kdcourse.explain import foreground_shares, shap_maps
-from kdcourse.stats import Effect, bootstrap_effect, paired_effect
+from kdcourse.stats import Effect, bootstrap_effect, joint_verdict, paired_effect
 from kdcourse.studies.tlkd.config import load_backbones
 from kdcourse.studies.tlkd.runner import TlkdOutcome
 
@@ -102,7 +102,8 @@ FOREGROUND_COMPARISONS = (("kd", "scratch"), ("teacher", "kd"), ("teacher", "scr
 def foreground_effects(shares: pd.DataFrame, comparisons: tuple[tuple[str, str], ...] = FOREGROUND_COMPARISONS,
                        ) -> pd.DataFrame:
     """Paired differences of the foreground share (points) for ``comparisons`` (model, baseline): over seeds
-    (per-seed means, paired t) and over images (a bootstrap of the per-image differences averaged over seeds)."""
+    (per-seed means, paired t) and over images (a bootstrap of the per-image differences averaged over seeds),
+    and the claim's ``verdict`` under both (:func:`kdcourse.stats.joint_verdict`; over images alone with one seed)."""
     rows = []
     per_seed = shares.groupby(["model", "seed"])["share"].mean()
     per_image = shares.groupby(["model", "image"])["share"].mean()
@@ -114,6 +115,7 @@ def foreground_effects(shares: pd.DataFrame, comparisons: tuple[tuple[str, str],
         for over, effect in entries.items():
             for key in ("mean", "std", "low", "high", "verdict"):
                 row[f"{over} {key}"] = getattr(effect, key) if effect is not None else np.nan
+        row["verdict"] = joint_verdict(*(effect for effect in entries.values() if effect is not None))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -8,7 +8,10 @@ import pandas as pd
 
 from kdcourse.stats import paired_effect
 
-__all__ = ["arm_scores", "effects_table", "true_positive_change", "epochs_to_reach", "speed_table", "sweep_table"]
+__all__ = ["METRICS", "metrics_of", "kd_arms", "arm_scores", "effects_table", "true_positive_change", "epochs_to_reach",
+           "speed_table", "sweep_table"]
+
+METRICS = ("accuracy", "precision", "recall", "f1", "auc")  # test scores a run records (AUC: two classes only)
 
 
 def _series(frame: pd.DataFrame, column: str, **where: object) -> pd.Series:
@@ -18,19 +21,31 @@ def _series(frame: pd.DataFrame, column: str, **where: object) -> pd.Series:
     return rows.set_index("seed")[column]
 
 
-def arm_scores(runs: pd.DataFrame, columns: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")) -> pd.DataFrame:
-    """Mean and std over seeds of ``columns`` per (regime, arm), as fractions."""
-    stats = runs.groupby(["regime", "arm"], sort=False)[list(columns)].agg(["mean", "std"])
+def metrics_of(runs: pd.DataFrame) -> tuple[str, ...]:
+    """The :data:`METRICS` that every run of ``runs`` recorded (AUC only where the data have two classes)."""
+    return tuple(m for m in METRICS if m in runs.columns and runs[m].notna().all())
+
+
+def kd_arms(frame: pd.DataFrame, regime: str) -> list[str]:
+    """The TL+KD arms (``tlkd_thesis``, ``tlkd_chosen``) that ``frame`` holds for ``regime``."""
+    present = set(frame.loc[frame["regime"] == regime, "arm"])
+    return [arm for arm in ("tlkd_thesis", "tlkd_chosen") if arm in present]
+
+
+def arm_scores(runs: pd.DataFrame, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Mean and std over seeds of ``columns`` (default: :func:`metrics_of`) per (regime, arm), as fractions."""
+    stats = runs.groupby(["regime", "arm"], sort=False)[list(columns or metrics_of(runs))].agg(["mean", "std"])
     stats.columns = [f"{column} {stat}" for column, stat in stats.columns]
     return stats
 
 
-def effects_table(runs: pd.DataFrame, columns: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")) -> pd.DataFrame:
-    """TL+KD − TL per regime, KD setting and metric, in points, paired over seeds (:func:`kdcourse.stats.paired_effect`)."""
+def effects_table(runs: pd.DataFrame, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """TL+KD − TL per regime, KD arm present and metric (default: :func:`metrics_of`), in points (AUC × 100),
+    paired over seeds (:func:`kdcourse.stats.paired_effect`)."""
     rows = []
     for regime in dict.fromkeys(runs["regime"]):
-        for arm in ("tlkd_thesis", "tlkd_chosen"):
-            for column in columns:
+        for arm in kd_arms(runs, regime):
+            for column in columns or metrics_of(runs):
                 effect = paired_effect(_series(runs, column, regime=regime, arm=arm), _series(runs, column, regime=regime, arm="tl"))
                 rows.append({"regime": regime, "arm": arm, "metric": column, **effect.as_dict()})
     return pd.DataFrame(rows)
@@ -54,14 +69,14 @@ def epochs_to_reach(history: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 
 def speed_table(history: pd.DataFrame, thresholds: tuple[float, ...]) -> pd.DataFrame:
-    """Per regime, KD arm and threshold: epochs to reach it (mean ± std over the seeds where both arms did),
+    """Per regime, KD arm present and threshold: epochs to reach it (mean ± std over the seeds where both arms did),
     how many seeds reached it per arm, and TL+KD − TL in epochs, paired over those seeds."""
     rows = []
     for threshold in thresholds:
         reach = epochs_to_reach(history, threshold)
         for regime in dict.fromkeys(history["regime"]):
             tl = _series(reach, "epoch", regime=regime, arm="tl")
-            for arm in ("tlkd_thesis", "tlkd_chosen"):
+            for arm in kd_arms(history, regime):
                 kd = _series(reach, "epoch", regime=regime, arm=arm)
                 both = pd.concat({"kd": kd, "tl": tl}, axis=1).dropna()
                 row = {"regime": regime, "arm": arm, "threshold": threshold, "seeds reached (TL)": int(tl.notna().sum()),
