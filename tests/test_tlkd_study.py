@@ -330,3 +330,21 @@ def test_config_table_names_the_pair_and_what_each_regime_trains():
 def test_cifar_for_writes_a_generated_set_in_the_smoke_profile():
     cifar, source = tlkd.cifar_for(tlkd.config_for("smoke", **SMOKE), generated=True)
     assert source == "generated" and cifar.train.x.shape[1:] == (3, 32, 32)
+
+
+def test_the_mhist_ensemble_teacher_averages_its_members(tmp_path):
+    """The MHIST pair's teacher is the MHIST chapter's ensemble: each member trained in two phases, their
+    logits averaged, and the averaged network used for the occluded sweeps (random weights, generated MHIST)."""
+    folder = data.write_generated_mhist(tmp_path / "mhist", per_partition=16)
+    config = tlkd.config_for("mhist", seeds=(0,), size=32, limit=12, pretrained=False, mixed_precision=False,
+                             batch_size=8, head_epochs=1, finetune_epochs=1, max_epochs=1, temperatures=(4.0,),
+                             alphas=(0.5,), regimes=("thesis",), sweeps=(("quarter_black", (0.5,)),))
+    dataset = tlkd.load_data(config, folder)
+    study = runner._Study(config, dataset, tmp_path / "runs" / "x", torch.device("cpu"))
+    assert list(study.teacher_roles) == ["member0", "member1", "member2"]
+    network, train_logits, scores = study.teacher(0)
+    members = [study.teacher_runner.two_phase(role, 0, role, keep_train_logits=True) for role in study.teacher_roles]
+    assert torch.allclose(train_logits, torch.stack([m.train_logits for m in members]).mean(0))
+    assert 0 <= scores["auc"] <= 1 and len(network.members) == 3
+    outcome = tlkd.run_study(config, dataset, run_root=tmp_path / "runs")
+    assert set(outcome.sweeps.sweep) == {"quarter_black"} and len(outcome.teachers) == 1

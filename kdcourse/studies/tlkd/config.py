@@ -18,24 +18,32 @@ from kdcourse.transfer import ALL_VIEWS
 
 __all__ = [
     "Pair", "PAIRS", "VIEW_CODES", "CLASSES", "REGIMES", "SWEEPS", "ARMS", "ARM_LABELS", "CENTER_BLACK_RANGE",
-    "TlkdConfig", "PROFILES", "config_for", "check", "load_backbones", "load_data", "cifar_for",
+    "TlkdConfig", "PROFILES", "config_for", "check", "teacher_roles", "load_backbones", "load_data", "cifar_for",
 ]
 
 
 @dataclass(frozen=True)
 class Pair:
-    """A teacher and a student for one data set. The teacher is trained as the MHIST chapter trains it
-    (``"two_phase"``: a head on frozen features, then the last stage) or fine-tuned whole like the
-    students of the fine-tuning regime (``"fine_tune"``: a head, then every layer; any timm network)."""
+    """A teacher and a student for one data set. The teacher is trained as the MHIST chapter trains its
+    networks (``"two_phase"``: a head on frozen features, then the last stage), or is the MHIST chapter's
+    ensemble (``"ensemble"``: each network of ``members``, the first being ``teacher``, trained in two
+    phases, their logits averaged), or is fine-tuned whole like the students of the fine-tuning regime
+    (``"fine_tune"``: a head, then every layer; any timm network)."""
 
     dataset: str
     teacher: str
     student: str
     teacher_recipe: str
+    members: tuple[str, ...] = ()
+
+    def teacher_networks(self) -> tuple[str, ...]:
+        """The networks the teacher is made of: the ensemble's members, or the teacher alone."""
+        return self.members or (self.teacher,)
 
 
 PAIRS: dict[str, Pair] = {
-    "mhist_offline": Pair("mhist", "mobilenetv2_100.tflite_in1k", "mobilenetv1_025.tflite_in1k", "two_phase"),
+    "mhist_offline": Pair("mhist", "mobilenetv2_100.tflite_in1k", "mobilenetv1_025.tflite_in1k", "ensemble",
+                          ("mobilenetv2_100.tflite_in1k", "mobilenetv1_075.tflite_in1k", "mobilenetv1_050.tflite_in1k")),
     # the thesis's pair; timm's releases of torchvision's ResNet-18 and an ImageNet-1k-only ViT-B/16
     "cifar10_thesis": Pair("cifar10", "vit_base_patch16_224.augreg_in1k", "resnet18.tv_in1k", "fine_tune"),
     "cifar10_tiny": Pair("cifar10", "convnext_atto", "resnet10t", "fine_tune"),  # smoke runs: small networks, random weights
@@ -134,15 +142,24 @@ def check(config: TlkdConfig) -> None:
         raise ValueError(f"data must be 'real' or 'generated', got {config.data!r}")
 
 
+def teacher_roles(pair: Pair) -> dict[str, str]:
+    """Role name → network of the teacher's networks: ``"teacher"``, or ``"member0"``, ``"member1"``… of an ensemble."""
+    if not pair.members:
+        return {"teacher": pair.teacher}
+    return {f"member{index}": name for index, name in enumerate(pair.members)}
+
+
 def load_backbones(config: TlkdConfig) -> dict[str, Backbone]:
-    """Teacher and student of ``config.pair`` (pretrained unless ``config.pretrained`` is false; random
-    weights are drawn under a fixed seed). Raises :class:`kdcourse.backbones.MissingWeightsError`."""
+    """The teacher's networks (:func:`teacher_roles`) and the ``"student"`` of ``config.pair`` (pretrained
+    unless ``config.pretrained`` is false; random weights are drawn under a fixed seed). Raises
+    :class:`kdcourse.backbones.MissingWeightsError`."""
     pair = PAIRS[config.pair]
     classes = len(CLASSES[pair.dataset])
+    roles = teacher_roles(pair) | {"student": pair.student}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return {role: backbone(name, classes, weights="imagenet" if config.pretrained else None)
-                for role, name in (("teacher", pair.teacher), ("student", pair.student))}
+                for role, name in roles.items()}
 
 
 def _resized(split: kd_data.ImageSplit, size: int) -> kd_data.ImageSplit:

@@ -50,6 +50,9 @@ SWEEP_WORDS = {"fraction": "training fraction", "label_noise": "label-noise rate
 
 TEACHER_RECIPES = {"two_phase": "a new head on the frozen network, then its last stage, with the settings of the "
                                  "fine-tuning regime below (the MHIST chapter's recipe)",
+                   "ensemble": "the MHIST chapter's ensemble: each member trained with a new head on the frozen "
+                               "network, then its last stage (settings of the fine-tuning regime below), their "
+                               "logits averaged",
                    "fine_tune": "fine-tuned whole like the students of the fine-tuning regime: a new head, then every "
                                 "layer"}
 # the thesis's schedule for its students and teacher (its Section 5.3.1)
@@ -66,7 +69,7 @@ def _values(values: tuple[float, ...]) -> str:
 def config_table(config: TlkdConfig, title: str) -> tables.Table:
     """The settings of ``config`` as a two-column table."""
     pair = PAIRS[config.pair]
-    rows = [("data set", pair.dataset), ("teacher", pair.teacher), ("teacher's training", TEACHER_RECIPES[pair.teacher_recipe]),
+    rows = [("data set", pair.dataset), ("teacher", " + ".join(pair.teacher_networks())), ("teacher's training", TEACHER_RECIPES[pair.teacher_recipe]),
             ("student", pair.student), ("image side (px)", config.size), ("seeds", ", ".join(map(str, config.seeds))),
             ("thesis regime", f"SGD lr {config.sgd_lr:g}, momentum {config.momentum:g}, weight decay {config.weight_decay:g}, "
                               f"batch {config.batch_size}, plateau patience {config.plateau_patience}, "

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from kdcourse import checkpoints, corruptions, hardware, metrics, paths
 from kdcourse import data as kd_data
 from kdcourse.backbones import backbone, pooled_head, set_trainable, split_at
+from kdcourse.kd.ensemble import Ensemble, average_logits
 from kdcourse.kd.hinton import HintonKD
 from kdcourse.kd.method import CrossEntropy, Method
 from kdcourse.studies.common import json_records
@@ -28,6 +29,7 @@ from kdcourse.studies.tlkd.config import (
     TlkdConfig,
     check,
     load_backbones,
+    teacher_roles,
 )
 from kdcourse.train import FitResult, fit, predict_logits
 from kdcourse.transfer import (
@@ -118,11 +120,16 @@ class _Study:
                                        self.amp, self.codes)
                       for role, net in self.nets.items()}
         self.cache_seconds = time.perf_counter() - start
-        names = {"teacher": self.pair.teacher, "student": self.pair.student}
+        self.teacher_roles = teacher_roles(self.pair)
+        first = self.nets[next(iter(self.teacher_roles))]
+        self.teacher_normalisation = (first.mean, first.std)  # the members of an ensemble share it (checked)
+        if any((net.mean, net.std) != self.teacher_normalisation for role, net in self.nets.items() if role != "student"):
+            raise ValueError("the members of an ensemble teacher must take the same input normalisation")
+        names = {role: net.name for role, net in self.nets.items()}
         # the MHIST chapter selects its teacher on AUC
         settings = TwoPhaseSettings.from_config(config, names, val_metric="auc" if self.classes == 2 else "accuracy")
         self.teacher_runner = TwoPhaseRunner(settings, dataset, self.views, folder, device, self.amp)
-        self.features = {role: PreLogits(net.model).eval() for role, net in self.nets.items()}  # the frozen pretrained networks
+        self.features = {"student": PreLogits(self.nets["student"].model).eval()}  # the frozen pretrained student
 
     def _logits(self, module: nn.Module, inputs: Tensor) -> Tensor:
         return apply_in_batches(module, inputs, batch_size=256, device=self.device, amp_dtype=self.amp)
@@ -130,13 +137,18 @@ class _Study:
     def teacher(self, seed: int) -> tuple[nn.Module, Tensor, dict[str, float]]:
         """The teacher of ``seed``: its network (normalised images → logits), its logits on every training view
         ``(V, N, K)`` and its test scores."""
-        if self.pair.teacher_recipe == "two_phase":
-            trained = self.teacher_runner.two_phase("teacher", seed, "teacher", keep_train_logits=True)
-            trunk, _ = split_at(self.nets["teacher"].model, self.config.split_reduction)
-            network, train_logits, test_logits = nn.Sequential(trunk, trained.top), trained.train_logits, trained.test_logits
+        if self.pair.teacher_recipe in ("two_phase", "ensemble"):
+            members = []
+            for role in self.teacher_roles:
+                trained = self.teacher_runner.two_phase(role, seed, role, keep_train_logits=True)
+                trunk, _ = split_at(self.nets[role].model, self.config.split_reduction)
+                members.append((nn.Sequential(trunk, trained.top), trained.train_logits, trained.test_logits))
+            network = members[0][0] if len(members) == 1 else Ensemble([m[0] for m in members])
+            train_logits = average_logits([m[1] for m in members])
+            test_logits = average_logits([m[2] for m in members])
         else:
             network, test_logits, _, _ = self._fine_tuned("teacher", seed, "teacher", CrossEntropy(), None)
-            on_images = OnImages(network, self.nets["teacher"].mean, self.nets["teacher"].std)
+            on_images = OnImages(network, *self.teacher_normalisation)
             train_logits = torch.stack([predict_logits(on_images, self._image_batches(view), device=self.device, amp_dtype=self.amp)
                                         for view in self.image_views])
         return network.eval(), train_logits, _scores(test_logits, self.dataset.test.y)
@@ -220,8 +232,9 @@ class _Study:
         """Student pooled features ``(V, n, D)`` (of its frozen pretrained network) and teacher logits ``(V, n, K)``
         on every view of uint8 ``images``, computed batch by batch."""
         out = []
+        normalisation = {"student": (self.nets["student"].mean, self.nets["student"].std), "teacher": self.teacher_normalisation}
         for role, module in (("student", self.features["student"]), ("teacher", teacher)):
-            on_images = OnImages(module, self.nets[role].mean, self.nets[role].std)
+            on_images = OnImages(module, *normalisation[role])
             out.append(torch.stack([apply_in_batches(on_images, dihedral_view(images, code), batch_size=64, device=self.device,
                                                      amp_dtype=self.amp) for code in self.codes]))
         return out[0], out[1]
