@@ -3,16 +3,18 @@
 The KD library, one concern per module:
 
 - ``data``: MNIST, EuroSAT, CIFAR-10 and MHIST as in-memory tensors (one module each), splits, batches.
-- ``models``: the MNIST teacher, student and assistant networks.
+- ``models``: the MNIST teacher, student and assistant networks; the airbench CIFAR-10 network.
+- ``cifar_teacher``: that network trained from scratch in about ten epochs (the airbench94 recipe).
 - ``backbones``: ImageNet backbones (timm or the offline MobileNets) with a new head, frozen BatchNorm.
 - ``kd``: distillation methods behind one interface (Hinton, subclass, FitNets, attention transfer),
-  cached teacher outputs, stacked students, assistant chains, early-stopped teachers.
+  cached teacher outputs, stacked students, assistant chains, early-stopped teachers, ensemble teachers.
 - ``train``: ``fit``, the one training loop, with ``evaluate`` and ``predict_logits``.
+- ``optim``: the optimisers and learning-rate schedules of ``fit``.
 - ``checkpoints``: fingerprints, guarded loading and saving, one process per run.
 - ``provenance``: the commit, device and date of a run and the training of its networks.
-- ``transfer``: cached trunk views of every image and two-phase transfer learning.
+- ``transfer``: cached trunk views of every image, two-phase transfer learning, a linear probe.
 - ``lowrank``: the nuclear-norm penalty and truncated-SVD factorisation.
-- ``stats``: the one rule that decides whether a difference is an effect.
+- ``stats``: the one rule that decides whether a difference is an effect (and the joint rule of seeds and images).
 - ``metrics``: accuracy, precision/recall/F1, confusion matrices, AUC.
 - ``costs``: parameters, MACs, latency, throughput and time estimates.
 - ``explain``: LIME and SHAP maps, foreground masks and shares.

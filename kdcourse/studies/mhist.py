@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from kdcourse import data as kd_data
 from kdcourse import hardware, paths
-from kdcourse.backbones import Backbone, backbone, pooled_head
+from kdcourse.backbones import Backbone, backbone, pooled_head, reset_head
 from kdcourse.kd.ensemble import average_logits
 from kdcourse.kd.hinton import HintonKD, check_alpha, check_temperature
 from kdcourse.kd.method import CrossEntropy
@@ -295,10 +295,14 @@ def _head_from(runner: TwoPhaseRunner, name: str, seed: int, start: str) -> dict
     :func:`head_diagnosis`."""
     model, _ = runner.fresh(name, seed)
     head = pooled_head(model)
+    torch.manual_seed(seed)
     if start == "timm":
         bound = 1 / math.sqrt(head.weight.shape[0])  # Google's range, 1/√(number of classes)
         with torch.no_grad():
             head.weight.uniform_(-bound, bound)
+            head.bias.zero_()
+    else:
+        reset_head(model)  # as backbone() starts a new head on pretrained weights (random weights too, here)
     views = runner.views[name]
     spread = float(runner.logits(head, views.pooled_train[0]).std())
     result, logits = runner.head_phase(head, name, seed, f"{name}_{start}_start")

@@ -8,6 +8,8 @@ to get wrong.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from torch import Tensor
 
@@ -29,5 +31,7 @@ def linear_probe(train: Tensor, labels: Tensor, *evaluated: Tensor, folds: int =
         raise ValueError("a linear probe here needs labels of exactly two classes")
     probe = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(cs), cv=folds, scoring="roc_auc",
                                                                  max_iter=3000))
-    probe.fit(train.float().numpy(), labels.numpy())
-    return [probe.decision_function(x.float().numpy()) for x in evaluated], float(probe[-1].C_[0])
+    with warnings.catch_warnings():  # scikit-learn announces changes of defaults that this L2 probe does not use
+        warnings.simplefilter("ignore", FutureWarning)
+        probe.fit(train.float().numpy(), labels.numpy())
+    return [probe.decision_function(x.float().numpy()) for x in evaluated], float(np.ravel(probe[-1].C_)[0])
