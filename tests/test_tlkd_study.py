@@ -348,3 +348,12 @@ def test_the_mhist_ensemble_teacher_averages_its_members(tmp_path):
     assert 0 <= scores["auc"] <= 1 and len(network.members) == 3
     outcome = tlkd.run_study(config, dataset, run_root=tmp_path / "runs")
     assert set(outcome.sweeps.sweep) == {"quarter_black"} and len(outcome.teachers) == 1
+
+
+def test_a_record_of_another_teacher_is_said_to_be_one():
+    config = tlkd.config_for("mhist")
+    members = {f"member{i}": f"m{i}.pth" for i in range(3)}
+    assert report.teacher_note({"weights": {**members, "student": "s.pth"}}, config) == ""
+    note = report.teacher_note({"weights": {"teacher": "t.pth", "student": "s.pth"}}, config)
+    assert note.startswith("Note: this record was made with a teacher of 1 network") and "t.pth" in note
+    assert report.recorded_teacher({"weights": {**members, "student": "s.pth"}}) == ["m0.pth", "m1.pth", "m2.pth"]

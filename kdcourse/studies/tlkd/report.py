@@ -35,7 +35,7 @@ from kdcourse.studies.tlkd.tables import (
 __all__ = [
     "REGIME_WORDS", "METRIC_HEADERS", "METRIC_WORDS", "SWEEP_WORDS", "TEACHER_RECIPES", "THESIS_SCHEDULE", "config_table",
     "departures_text", "scored_images", "cost_tables", "cost_text", "repeats_thesis", "without_repeated_arm",
-    "mhist_overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
+    "recorded_teacher", "teacher_note", "mhist_overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
     "sweep_shown", "share_table", "share_effects", "mnist_record", "summary_text", "lessons_text", "mnist_lessons_text",
     "label_noise_text", "verdict_counts", "verdicts_text", "GENERATED_NOTE", "full_record",
 ]
@@ -159,12 +159,30 @@ def _stopping(found: Mapping[str, Any]) -> str:
     return f"; {early} of its {len(epochs)} students stopped early, after {epochs.min()} to {epochs.max()} of at most {cap} epochs"
 
 
+def recorded_teacher(found: Mapping[str, Any]) -> list[str]:
+    """The weights files of the teacher's networks in an MHIST record (one, or an ensemble's members)."""
+    return [weights for role, weights in found["weights"].items() if role != "student"]
+
+
+def teacher_note(found: Mapping[str, Any], config: TlkdConfig) -> str:
+    """A warning line (ending in a newline) when the record's teacher is not the one ``config`` trains (a
+    record made before a change of teacher), else an empty string."""
+    configured, recorded = PAIRS[config.pair].teacher_networks(), recorded_teacher(found)
+    if len(configured) == len(recorded):
+        return ""
+    return (f"Note: this record was made with a teacher of {len(recorded)} network(s) ({', '.join(recorded)}); the "
+            f"configuration now trains a teacher of {len(configured)} ({', '.join(configured)}), and the next full "
+            "run of this chapter records it. Every number below is the record's.\n")
+
+
 def mhist_overview(found: Mapping[str, Any]) -> str:
     """The split sizes, networks, teacher scores and chosen (T, α) of an MHIST record, one line each; the
     thesis regime's line also says when its students stopped."""
     teachers, counts = pd.DataFrame(found["teachers"]), found["data_counts"]
+    networks = recorded_teacher(found)
+    teacher = networks[0] if len(networks) == 1 else f"the ensemble of {' + '.join(networks)}"
     lines = [f"{counts['train']} training, {counts['val']} validation and {counts['test']} test images; "
-             f"teacher {found['weights']['teacher']}, student {found['weights']['student']}; "
+             f"teacher {teacher}, student {found['weights']['student']}; "
              f"teacher test accuracy {tables.mean_std_text(100 * teachers.accuracy.mean(), 100 * teachers.accuracy.std(), 1)} %, "
              f"AUC {tables.mean_std_text(teachers.auc.mean(), teachers.auc.std(), 3)}"]
     lines += [f"{regime} regime: (T, α) chosen on validation accuracy: T = {chosen['temperature']:g}, α = {chosen['alpha']:g}"
