@@ -3,15 +3,20 @@
 Image backbones (any timm model with a new head, ImageNet weights from one named place) come from
 :func:`backbone`, defined in :mod:`kdcourse.backbones`. The MNIST models reproduce the architectures of the source reports exactly (the teacher is the
 Keras CNN of the TensorFlow knowledge-distillation tutorial, the student a 784-784-784-10 MLP),
-so that parameter counts and costs can be compared with theirs. All models return logits.
+so that parameter counts and costs can be compared with theirs. :class:`AirbenchNet` is a CIFAR-10
+network trained from scratch in about ten epochs (:mod:`kdcourse.cifar_teacher` trains it). All
+models return logits.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcourse.backbones import Backbone, backbone
+from kdcourse.data.normalise import normalise_images
+from kdcourse.hardware import CONV_MEMORY_FORMAT
 
 __all__ = [
     "backbone",
@@ -21,6 +26,8 @@ __all__ = [
     "mnist_student",
     "mnist_assistant",
     "mlp",
+    "AirbenchNet",
+    "ConvGroup",
     "count_parameters",
 ]
 
@@ -127,6 +134,123 @@ def mnist_assistant(dropout: float = 0.0, num_outputs: int = 10) -> nn.Sequentia
         nn.ReLU(inplace=True),
         nn.Linear(64, num_outputs),
     )
+
+
+def _identity_conv(in_width: int, out_width: int) -> nn.Conv2d:
+    """3×3 convolution, zero-padded to keep the size, without bias; its first ``min(in, out)`` filters start as
+    the identity (each passes its own input channel through), the others at PyTorch's default initialisation."""
+    conv = nn.Conv2d(in_width, out_width, kernel_size=3, padding="same", bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:in_width])
+    return conv
+
+
+def _batch_norm(width: int) -> nn.BatchNorm2d:
+    """BatchNorm with its scale fixed at 1 (only its shift trains), ε = 1e-12, running statistics that keep
+    60 % of their value at each step."""
+    norm = nn.BatchNorm2d(width, eps=1e-12, momentum=0.4)
+    norm.weight.requires_grad_(False)
+    return norm
+
+
+class ConvGroup(nn.Module):
+    """conv3×3 → max-pool 2 → BatchNorm → GELU → conv3×3 → BatchNorm → GELU: ``(N, in_width, H, W)`` to
+    ``(N, out_width, H // 2, W // 2)``. The convolutions start as partial identities (see :class:`AirbenchNet`)."""
+
+    def __init__(self, in_width: int, out_width: int) -> None:
+        super().__init__()
+        self.conv1 = _identity_conv(in_width, out_width)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = _batch_norm(out_width)
+        self.conv2 = _identity_conv(out_width, out_width)
+        self.norm2 = _batch_norm(out_width)
+        self.activ = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.activ(self.norm1(self.pool(self.conv1(x))))
+        return self.activ(self.norm2(self.conv2(x)))
+
+
+class AirbenchNet(nn.Module):
+    """The CIFAR-10 network of K. Jordan's "94% on CIFAR-10 in 3.29 seconds on a single GPU" (airbench94).
+
+    Input: normalised images ``(N, 3, 32, 32)``; output: logits ``(N, num_classes)``. Layers: a
+    whitening convolution (2×2 patches, no padding, 24 channels: the 12 eigenvectors of the training
+    patches' second-moment matrix, each divided by the square root of its eigenvalue (+ ε), and their
+    negatives; weights frozen, set by :meth:`init_whitening`; bias trained for the first
+    ``whiten_bias_epochs`` epochs, then frozen through :meth:`set_epoch`, which ``fit`` calls) → GELU →
+    three :class:`ConvGroup` of ``widths`` (64, 256, 256) channels (31 → 15 → 7 → 3 pixels) → max-pool 3
+    → linear layer without bias, its output multiplied by ``output_scale`` (1/9). The 3×3 convolutions
+    start as partial identities (their first filters pass their input channels through); BatchNorm
+    trains its shift only. 1.97 M parameters, about 0.12 G multiply-accumulates per image in its convolutions.
+
+    In evaluation mode the logits average test-time views (``tta``): 0 the image alone, 1 the image
+    and its mirror image, 2 those and both mirrored again after a 1-pixel translation up-left and
+    down-right (reflected border), weighted as in the paper (half on the first two views). Set
+    ``tta=0`` for a network whose features another method reads through hooks.
+    """
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256), *, output_scale: float = 1 / 9,
+                 whiten_bias_epochs: int = 3, tta: int = 1) -> None:
+        super().__init__()
+        if len(widths) != 3 or any(not isinstance(w, int) or w < 1 for w in widths) or num_classes < 1:
+            raise ValueError(f"AirbenchNet needs three positive widths and num_classes >= 1, got {widths!r} and {num_classes!r}")
+        if tta not in (0, 1, 2) or whiten_bias_epochs < 0:
+            raise ValueError(f"tta must be 0, 1 or 2 and whiten_bias_epochs >= 0, got {tta!r} and {whiten_bias_epochs!r}")
+        self.output_scale, self.whiten_bias_epochs, self.tta = output_scale, whiten_bias_epochs, tta
+        self.whiten = nn.Conv2d(3, 2 * 3 * 2 * 2, kernel_size=2, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        with torch.no_grad():
+            self.whiten.bias.zero_()
+        self.activ = nn.GELU()
+        self.groups = nn.Sequential(ConvGroup(24, widths[0]), ConvGroup(widths[0], widths[1]), ConvGroup(widths[1], widths[2]))
+        self.pool = nn.MaxPool2d(3)
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"output_scale={self.output_scale}, whiten_bias_epochs={self.whiten_bias_epochs}, tta={self.tta}"
+
+    @torch.no_grad()
+    def init_whitening(self, images: Tensor, mean: tuple[float, ...], std: tuple[float, ...], eps: float = 5e-4) -> None:
+        """Set the whitening filters from training ``images``: uint8 ``(N, 3, H, W)`` (0–255), normalised
+        with ``mean``/``std`` (per channel, [0, 1] units) as the network's inputs will be.
+
+        The 2×2 patches' second-moment matrix ``M`` (12 × 12, in float64) has eigenvalues ``λ`` and
+        eigenvectors ``v``; filter ``i`` is ``v_i / sqrt(λ_i + eps)`` (largest λ first), so that the first
+        12 output channels of a patch have second moments ``λ / (λ + eps)`` ≈ 1 and none across
+        channels, and the other 12 are their negatives. The paper uses the first 5,000 training images.
+        """
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3 or len(images) == 0:
+            raise ValueError(f"init_whitening needs uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+        size = self.whiten.kernel_size[0]
+        moment, count = torch.zeros(3 * size * size, 3 * size * size, dtype=torch.float64), 0
+        for chunk in images.split(1000):
+            patches = F.unfold(normalise_images(chunk.cpu(), mean, std), size).transpose(1, 2).reshape(-1, 3 * size * size)
+            moment += patches.double().T @ patches.double()
+            count += len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(moment / count)  # ascending
+        filters = (eigenvectors.T / (eigenvalues + eps).sqrt().unsqueeze(1)).flip(0).reshape(-1, 3, size, size)
+        self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Train the whitening bias in epochs ``0 … whiten_bias_epochs − 1`` (0-based), freeze it afterwards."""
+        self.whiten.bias.requires_grad_(epoch < self.whiten_bias_epochs)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits ``(N, num_classes)`` of one view ``x`` ``(N, 3, 32, 32)`` (no test-time augmentation)."""
+        x = self.activ(self.whiten(x.contiguous(memory_format=CONV_MEMORY_FORMAT)))
+        return self.head(self.pool(self.groups(x)).flatten(1)) * self.output_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or self.tta == 0:
+            return self.logits(x)
+        mirrored = 0.5 * (self.logits(x) + self.logits(x.flip(-1)))
+        if self.tta == 1:
+            return mirrored
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        height, width = x.shape[-2:]
+        shifted = [padded[..., :height, :width], padded[..., 2:, 2:]]
+        return 0.5 * mirrored + 0.25 * sum(0.5 * (self.logits(v) + self.logits(v.flip(-1))) for v in shifted)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

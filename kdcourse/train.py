@@ -32,14 +32,13 @@ from kdcourse import checkpoints, provenance
 from kdcourse.kd.features import capture
 from kdcourse.kd.method import LossFn, Method, as_method
 from kdcourse.metrics import roc_auc
+from kdcourse.optim import OPTIMIZERS, PLATEAU_FACTOR, SCHEDULES, make_optimizer, make_scheduler
 
-__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "run_identity", "data_fingerprint", "METRICS"]
+__all__ = ["FitResult", "fit", "evaluate", "predict_logits", "progress_enabled", "run_identity", "data_fingerprint", "METRICS",
+           "PLATEAU_FACTOR"]
 
 OutputMap = Callable[[Tensor], Tensor]  # model outputs (N, K) → class logits (N, C)
 Metric = Callable[[Tensor, Tensor], float]  # (class logits (N, C), labels (N,)) → score, higher is better
-SCHEDULES = ("constant", "cosine", "onecycle", "plateau")
-OPTIMIZERS = ("adamw", "sgd")
-PLATEAU_FACTOR = 0.1  # "plateau": the learning rate is multiplied by this when validation stalls
 
 
 def _accuracy(logits: Tensor, targets: Tensor) -> float:
@@ -153,19 +152,6 @@ class FitResult:
         return sum(h["seconds"] for h in self.history)
 
 
-def _make_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, epochs: int, steps_per_epoch: int, lr: float, plateau_patience: int
-) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
-    total = epochs * steps_per_epoch
-    if schedule == "constant":
-        return None
-    if schedule == "plateau":  # stepped once per epoch with the validation score
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=PLATEAU_FACTOR, patience=plateau_patience)
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.15)
-
-
 def _as_list(value: float | list[float]) -> list[float]:
     return list(value) if isinstance(value, list) else [value]
 
@@ -214,6 +200,8 @@ def fit(
     weight_decay: float = 0.0,
     optimizer: str = "adamw",
     momentum: float = 0.9,
+    nesterov: bool = False,
+    norm_lr_scale: float = 1.0,
     schedule: str = "constant",
     plateau_patience: int = 2,
     early_stopping_patience: int | None = None,
@@ -234,7 +222,8 @@ def fit(
             whose state tensors all have the member index as their first dimension (then each
             member is selected on its own validation score).
         train_batches: iterable of ``(inputs, targets, *extras)``; if it has ``set_epoch`` (like
-            :class:`kdcourse.data.TensorBatches`) it is called with the 0-based epoch.
+            :class:`kdcourse.data.TensorBatches`) it is called with the 0-based epoch, and so is the model's
+            ``set_epoch`` where it has one (e.g. to freeze a layer after some epochs).
         loss_fn: the objective: a :class:`kdcourse.kd.method.Method` (its adapters are trained with the
             model and saved in the checkpoint; the features it asks for are hooked on the model for the
             run), or a function ``loss_fn(logits, targets, *extras) -> scalar`` called on float32 logits;
@@ -244,8 +233,11 @@ def fit(
             of input batches in a fixed order); the best epoch by ``val_metric`` is selected (and the
             model's weights of that epoch restored when ``restore_best``; a method's adapters keep their last state).
         lr, weight_decay: optimiser settings (for SGD, ``weight_decay`` is the L2 penalty added to the gradient).
-        optimizer: ``"adamw"`` (the fused kernel) or ``"sgd"`` (with ``momentum``), as in the thesis's regime.
-        schedule: ``"constant"``, ``"cosine"`` (to zero over the run) or ``"onecycle"``, stepped per batch; or
+        optimizer: ``"adamw"`` (the fused kernel) or ``"sgd"`` (with ``momentum``; Nesterov's when ``nesterov``).
+        norm_lr_scale: the learning rate of BatchNorm parameters is ``lr · norm_lr_scale`` and their weight decay
+            ``weight_decay / norm_lr_scale`` (see :func:`kdcourse.optim.make_optimizer`).
+        schedule: ``"constant"``, ``"cosine"`` (to zero over the run), ``"onecycle"`` or ``"triangle"`` (linear up,
+            then down; :func:`kdcourse.optim.triangle_factor`), stepped per batch; or
             ``"plateau"``: the learning rate is multiplied by :data:`PLATEAU_FACTOR` after ``plateau_patience``
             epochs without a better validation score (needs ``val_data``; a stacked model's mean score).
         early_stopping_patience: stop after this many epochs in which no member improved on validation.
@@ -264,19 +256,21 @@ def fit(
     """
     _check_arguments(epochs=epochs, schedule=schedule, plateau_patience=plateau_patience, val_data=val_data,
                      optimizer=optimizer, momentum=momentum, lr=lr, early_stopping_patience=early_stopping_patience,
-                     val_metric=val_metric)
+                     val_metric=val_metric, nesterov=nesterov, norm_lr_scale=norm_lr_scale)
     device = torch.device(device)
     method = as_method(loss_fn)
     model.to(device)
     method.to(device)
-    opt = _make_optimizer(optimizer, _trained_parameters(model, method), lr, weight_decay, momentum, device)
-    scheduler = _make_scheduler(opt, schedule, epochs, len(train_batches), lr, plateau_patience)  # type: ignore[arg-type]
+    opt = make_optimizer(optimizer, model, method, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                         norm_lr_scale=norm_lr_scale, device=device)
+    scheduler = make_scheduler(opt, schedule, epochs, len(train_batches), plateau_patience)  # type: ignore[arg-type]
     path = Path(checkpoint) if checkpoint is not None else None
     identity = None
     if path is not None:
         # settings that only some runs have enter only there, so that a checkpoint written before they existed still matches
         optional = ({"optimizer": "sgd", "momentum": momentum} if optimizer == "sgd" else {}) | (
-            {"plateau_patience": plateau_patience} if schedule == "plateau" else {})
+            {"plateau_patience": plateau_patience} if schedule == "plateau" else {}) | (
+            {"nesterov": True} if nesterov else {}) | ({"norm_lr_scale": norm_lr_scale} if norm_lr_scale != 1.0 else {})
         identity = run_identity(model, train_batches, loss_fn, val_data, epochs=epochs, lr=lr, weight_decay=weight_decay,
                                 schedule=schedule, early_stopping_patience=early_stopping_patience, seed=seed,
                                 val_metric=val_metric, class_logits=checkpoints.describe_callable(class_logits), **optional)
@@ -320,7 +314,8 @@ def fit(
 
 
 def _check_arguments(*, epochs: int, schedule: str, plateau_patience: int, val_data: tuple | None, optimizer: str,
-                     momentum: float, lr: float, early_stopping_patience: int | None, val_metric: str) -> None:
+                     momentum: float, lr: float, early_stopping_patience: int | None, val_metric: str, nesterov: bool,
+                     norm_lr_scale: float) -> None:
     """Raise ``ValueError`` naming the first of :func:`fit`'s settings that is out of range."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -332,26 +327,15 @@ def _check_arguments(*, epochs: int, schedule: str, plateau_patience: int, val_d
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+    if nesterov and (optimizer != "sgd" or momentum == 0.0):
+        raise ValueError(f"Nesterov momentum needs optimizer='sgd' and momentum > 0, got {optimizer!r} with momentum {momentum}")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if norm_lr_scale <= 0:
+        raise ValueError(f"norm_lr_scale must be > 0, got {norm_lr_scale}")
     if early_stopping_patience is not None and (val_data is None or early_stopping_patience < 1):
         raise ValueError("early stopping needs val_data and a patience >= 1")
     _metric(val_metric)
-
-
-def _trained_parameters(model: nn.Module, method: Method) -> list[nn.Parameter]:
-    """The model's parameters, then the method's own trainable ones (adapters; not a frozen teacher's)."""
-    parameters = list(model.parameters())
-    known = {id(p) for p in parameters}
-    return parameters + [p for p in method.parameters() if p.requires_grad and id(p) not in known]
-
-
-def _make_optimizer(name: str, parameters: list[nn.Parameter], lr: float, weight_decay: float, momentum: float,
-                    device: torch.device) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    # the fused kernel makes one pass over each parameter: the update is memory-bound for MLPs
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
 
 
 @dataclass
@@ -372,8 +356,9 @@ def _train_epoch(model: nn.Module, method: Method, batches: Iterable, features: 
     """One pass over ``batches`` (``scheduler`` stepped per batch); returns the mean training loss per sample."""
     model.train()
     method.train()
-    if hasattr(batches, "set_epoch"):
-        batches.set_epoch(epoch)
+    for epoch_aware in (batches, model):
+        if hasattr(epoch_aware, "set_epoch"):
+            epoch_aware.set_epoch(epoch)
     total_loss, total_count = torch.zeros(()), 0
     for inputs, targets, *extras in batches:
         inputs, targets = inputs.to(device), targets.to(device)

@@ -9,11 +9,16 @@ reports seconds per training epoch of 55,000 images, per model. Run it on an oth
 two processes sharing two cores slow each other down many times over. Random data produces no
 denormal numbers, so the effect of flushing them (see ``kdcourse/__init__.py``) shows only in
 real training runs.
+
+``kdcourse bench --cifar N`` instead times training epochs of the CIFAR-10 teacher
+(:mod:`kdcourse.cifar_teacher`) on ``N`` real training images through ``fit``, and its validation
+pass, and estimates the seconds of an epoch on the 45,000 images of the training split.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -22,13 +27,16 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kdcourse import models
-
+from kdcourse import hardware, models
+from kdcourse.cifar_teacher import AirbenchRecipe, plain_batches, teacher_run
+from kdcourse.data import ImageData
 from kdcourse.kd import stacked
+from kdcourse.train import fit, predict_logits
 
-__all__ = ["time_steps", "benchmark", "repeated", "main"]
+__all__ = ["time_steps", "benchmark", "repeated", "cifar_teacher_epoch", "main"]
 
 EPOCH_IMAGES = 55_000
+CIFAR_EPOCH_IMAGES = 45_000  # CIFAR-10's training split once 5,000 validation images are held out
 
 
 def time_steps(step: Callable[[], None], steps: int, warmup: int = 3) -> float:
@@ -121,6 +129,38 @@ def repeated(stack_size: int = 4, steps: int = 20, repeats: int = 3) -> list[dic
     return rows
 
 
+def cifar_teacher_epoch(data: ImageData, images: int = 5000, *, seed: int = 0, device: str | torch.device = "cpu",
+                        recipe: AirbenchRecipe = AirbenchRecipe()) -> dict[str, float | int | str | None]:
+    """Two training epochs of the airbench teacher through ``fit`` on ``images`` training images of ``data``
+    (a seeded sample), in the precision the hardware runs natively, then its validation pass (with the
+    recipe's test-time views) on as many validation images.
+
+    Returns the images trained per epoch (whole batches) and validated, the wall seconds of the first
+    epoch (with the one-off set-up of the kernels), of the second and of the validation pass, images
+    per second of the second epoch and of validation, and ``epoch_seconds_45k``: the estimated seconds
+    of one training epoch of 45,000 images and one validation pass of 5,000 at those rates.
+    """
+    device = torch.device(device)
+    sample = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:images]
+    subset = dataclasses.replace(data, train=data.train.subset(sample))
+    amp = hardware.autocast_dtype(device)
+    model, batches, settings = teacher_run(subset, seed=seed, recipe=recipe, device=device)
+    first, second = (h["seconds"] for h in fit(model, batches, epochs=2, device=device, amp_dtype=amp, progress=False,
+                                                **settings).history)
+    trained = len(batches) * recipe.batch_size
+    validation = data.val.x[:images]
+    start = time.perf_counter()
+    predict_logits(model, plain_batches(validation, data, device), device=device, amp_dtype=amp)
+    val_seconds = time.perf_counter() - start
+    train_rate, val_rate = trained / second, len(validation) / val_seconds
+    return {"cpu": hardware.cpu_model(), "threads": torch.get_num_threads(), "precision": "bf16 autocast" if amp else "fp32",
+            "batch": recipe.batch_size, "train_images": trained, "first_epoch_seconds": round(first, 2),
+            "train_seconds": round(second, 2),
+            "train_images_per_second": round(train_rate, 1), "val_images": len(validation), "val_seconds": round(val_seconds, 2),
+            "val_images_per_second": round(val_rate, 1), "tta": recipe.tta,
+            "epoch_seconds_45k": round(CIFAR_EPOCH_IMAGES / train_rate + 5000 / val_rate, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: print the benchmark as a table (or JSON with ``--json``); ``--record`` also
     writes it to ``book/results/bench/training_steps.json`` for the README."""
@@ -130,7 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the whole benchmark; rows give their median")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--record", action="store_true", help="write the result file that the README's Speed table is rendered from")
+    parser.add_argument("--cifar", type=int, metavar="N", help="instead: epochs of the CIFAR-10 teacher on N real training images")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's); 1 where another job shares the cores")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.cifar is not None:
+        from kdcourse.data import load_cifar10
+
+        print(json.dumps(cifar_teacher_epoch(load_cifar10(download=False), args.cifar), indent=1))
+        return 0
     start = time.perf_counter()
     rows = repeated(args.stack_size, args.steps, args.repeats)
     if args.record:

@@ -12,7 +12,7 @@ normalises batch by batch, on the training device. Loaders take an explicit ``ro
 
 from kdcourse.data import cifar10, eurosat, mhist, mnist
 from kdcourse.data.augment import augment_batch, random_shift
-from kdcourse.data.batches import ImageTransform, TensorBatches
+from kdcourse.data.batches import ImageTransform, ShiftTransform, TensorBatches
 from kdcourse.data.cifar10 import CIFAR10_CLASSES, CIFAR10_FILES, CIFAR10_SOURCES, load_cifar10, write_generated_cifar10
 from kdcourse.data.containers import ImageData, ImageSplit
 from kdcourse.data.errors import CorruptDataError, MissingDataError
@@ -31,6 +31,6 @@ __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_FILES", "CIFAR10_SOURCES", "load_cifar10", "write_generated_cifar10",
     "MHIST_CLASSES", "MHIST_COLUMNS", "MHIST_IMAGE_SIZE", "MHIST_URL", "load_mhist", "write_generated_mhist",
     "train_val_split", "stratified_split",
-    "TensorBatches", "ImageTransform", "random_shift", "augment_batch",
+    "TensorBatches", "ImageTransform", "ShiftTransform", "random_shift", "augment_batch",
     "normalise_images", "channel_stats",
 ]

@@ -1,4 +1,4 @@
-"""Batch augmentations, seeded by a ``torch.Generator``: random shifts (digits) and the square's symmetries (histology)."""
+"""Batch augmentations, seeded by a ``torch.Generator``: random shifts (digits, photographs) and the square's symmetries (histology)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,27 @@ from kdcourse.data.mnist import MNIST_MEAN, MNIST_STD
 __all__ = ["random_shift", "augment_batch"]
 
 
-def random_shift(x: Tensor, generator: torch.Generator, max_shift: int = 2, fill: float = (0.0 - MNIST_MEAN) / MNIST_STD) -> Tensor:
-    """Translate each image of ``x`` ``(N, C, H, W)`` by its own random offset of up to ``max_shift`` pixels.
+def random_shift(x: Tensor, generator: torch.Generator, max_shift: int = 2, fill: float = (0.0 - MNIST_MEAN) / MNIST_STD,
+                 mode: str = "constant") -> Tensor:
+    """Translate each image of ``x`` ``(N, C, H, W)`` (any dtype) by its own random offset of up to ``max_shift``
+    pixels in each direction.
 
-    Uncovered pixels take ``fill`` (default: a black MNIST pixel after normalisation). Offsets are
-    drawn from ``generator``, so the augmentation is reproducible.
+    With ``mode="constant"`` uncovered pixels take ``fill`` (default: a black MNIST pixel after
+    normalisation); with ``"reflect"`` they mirror the image's border (the translation of photographs
+    in K. Jordan's "94% on CIFAR-10 in 3.29 seconds on a single GPU"; ``max_shift`` below H and W).
+    Offsets are drawn from ``generator`` (a CPU generator), so the augmentation is reproducible.
     """
+    if mode not in ("constant", "reflect"):
+        raise ValueError(f"mode must be 'constant' or 'reflect', got {mode!r}")
     n, _, height, width = x.shape
-    padded = torch.nn.functional.pad(x, (max_shift,) * 4, value=fill)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1, 1), generator=generator)
-    rows = (torch.arange(height).view(1, height, 1) + dy).expand(n, height, width)
-    cols = (torch.arange(width).view(1, 1, width) + dx).expand(n, height, width)
-    batch = torch.arange(n).view(n, 1, 1).expand(n, height, width)
+    if mode == "reflect":
+        padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode="reflect")
+    else:
+        padded = torch.nn.functional.pad(x, (max_shift,) * 4, value=fill)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1, 1), generator=generator).to(x.device)
+    rows = (torch.arange(height, device=x.device).view(1, height, 1) + dy).expand(n, height, width)
+    cols = (torch.arange(width, device=x.device).view(1, 1, width) + dx).expand(n, height, width)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, height, width)
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 

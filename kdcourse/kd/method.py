@@ -51,11 +51,24 @@ class Method(nn.Module):
 
 
 class CrossEntropy(Method):
-    """Training on the labels alone: ``CE(outputs, targets)`` on logits ``(N, C)``; extras are ignored."""
+    """Training on the labels alone: ``CE(outputs, targets)`` on logits ``(N, C)``, in nats per sample; extras are ignored.
+
+    ``label_smoothing`` ε in [0, 1) replaces each one-hot target by ``(1 − ε) · onehot + ε / C``, as
+    :func:`torch.nn.functional.cross_entropy` does; 0 (the default) is the plain loss.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = label_smoothing
+
+    def extra_repr(self) -> str:  # the plain loss keeps the description (and the runs) it always had
+        return f"label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
 
     def forward(self, outputs: Tensor, targets: Tensor, *extras: Tensor, inputs: Tensor | None = None,
                 features: dict[str, Tensor] | None = None) -> Tensor:
-        return F.cross_entropy(outputs.float(), targets)
+        return F.cross_entropy(outputs.float(), targets, label_smoothing=self.label_smoothing)
 
 
 class LossFunction(Method):
