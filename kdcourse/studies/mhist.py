@@ -275,19 +275,12 @@ def head_diagnosis(config: MhistConfig, dataset: kd_data.ImageData, *, run_root:
     for name in nets:
         views = runner.views[name]
         (val, test), c = linear_probe(views.pooled_train[0], dataset.train.y, views.pooled_val, views.pooled_test)
-        rows.append({"network": name, "start": "probe", "seed": np.nan, "val_auc": _score_auc(val, dataset.val.y),
-                     "test_auc": _score_auc(test, dataset.test.y), "logit_std": np.nan, "curve": [], "C": c})
+        rows.append({"network": name, "start": "probe", "seed": np.nan, "val_auc": roc_auc(torch.from_numpy(val), dataset.val.y),
+                     "test_auc": roc_auc(torch.from_numpy(test), dataset.test.y), "logit_std": np.nan, "curve": [], "C": c})
         for seed in config.seeds:
             for start in ("timm", "fan-in"):
                 rows.append(_head_from(runner, name, seed, start))
     return pd.DataFrame(rows)
-
-
-def _score_auc(scores: np.ndarray, labels: Tensor) -> float:
-    """ROC AUC of positive-class scores ``(N,)``."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels.numpy(), scores))
 
 
 def _head_from(runner: TwoPhaseRunner, name: str, seed: int, start: str) -> dict:

@@ -143,11 +143,10 @@ class TwoPhaseRunner:
         """``module``'s outputs ``(N, K)`` on ``inputs`` (a tensor or batches), float32 on the CPU."""
         return predict_logits(module, inputs, batch_size=256, device=self.device, amp_dtype=self.amp)
 
-    def scratch(self, role: str, seed: int, outputs: int = 2, epochs: int | None = None) -> tuple[FitResult, Tensor]:
-        """``role``'s network from random weights (all layers, trainable BatchNorm), trained for ``epochs``
-        (default: as many as both pretrained phases together, ``head_epochs + finetune_epochs``, so that
-        the comparison with ImageNet weights is at an equal budget) at ``head_lr`` on augmented images;
-        returns its fit and test logits."""
+    def scratch(self, role: str, seed: int, outputs: int = 2) -> tuple[FitResult, Tensor]:
+        """``role``'s network from random weights (all layers, trainable BatchNorm), trained for as many epochs
+        as both pretrained phases together (``head_epochs + finetune_epochs``, so that the comparison with
+        ImageNet weights is at an equal budget) at ``head_lr`` on augmented images; returns its fit and test logits."""
         settings, data = self.settings, self.dataset
         torch.manual_seed(seed)
         net = backbone(settings.names[role], outputs, weights=None)
@@ -159,7 +158,7 @@ class TwoPhaseRunner:
         def batches(x: Tensor) -> kd_data.TensorBatches:
             return kd_data.TensorBatches(x, batch_size=settings.batch_size, shuffle=False, transform=plain)
 
-        epochs = settings.head_epochs + settings.finetune_epochs if epochs is None else epochs
+        epochs = settings.head_epochs + settings.finetune_epochs
         result = fit(model, train, CrossEntropy(), epochs=epochs, lr=settings.head_lr,
                      schedule="cosine", seed=seed, val_data=(batches(data.val.x), data.val.y),
                      val_metric=settings.val_metric, device=self.device, amp_dtype=self.amp,
