@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import sys
+import time
 import types
 import uuid
 from collections.abc import Callable
@@ -264,35 +265,41 @@ def check_same_run(path: Path, stored: dict[str, str] | None, identity: dict[str
 T = TypeVar("T")
 
 
-def cached(path: str | os.PathLike[str] | None, key: dict[str, str], compute: Callable[[], T]) -> T:
+def cached(path: str | os.PathLike[str] | None, key: dict[str, str], compute: Callable[[], T], *,
+           with_seconds: bool = False) -> T | tuple[T, float]:
     """``compute()``, read from ``path`` when the file holds the value computed for ``key`` (e.g.
-    fingerprints of the weights and inputs), else computed and written there with its key. Without
-    ``path`` it is simply computed. A damaged file raises :class:`CorruptCheckpointError`.
+    fingerprints of the weights and inputs), else computed and written there with its key and the seconds
+    it took. Without ``path`` it is simply computed. A damaged file raises :class:`CorruptCheckpointError`.
+    With ``with_seconds`` it returns ``(value, seconds)``: the seconds of the computation, whenever it ran
+    (NaN for a file written before they were kept), so that a run read back can still say what it cost.
 
     Processes that fill one file at once compute it once: the first holds a :class:`RunLock` on it
     while it computes, the others wait for it and read its value."""
     if path is None:
-        return compute()
+        start = time.perf_counter()
+        value = compute()
+        return (value, time.perf_counter() - start) if with_seconds else value
     path = Path(path)
     found = _stored(path, key)
-    if found is not None:
-        return found[0]
-    with RunLock(path, doing="computing"):
-        found = _stored(path, key)  # written by another process while this one waited
-        if found is not None:
-            return found[0]
-        value = compute()
-        save({"key": key, "value": value}, path)
-        return value
+    if found is None:
+        with RunLock(path, doing="computing"):
+            found = _stored(path, key)  # written by another process while this one waited
+            if found is None:
+                start = time.perf_counter()
+                value = compute()
+                seconds = time.perf_counter() - start
+                save({"key": key, "value": value, "seconds": seconds}, path)
+                found = (value, seconds)
+    return found if with_seconds else found[0]
 
 
-def _stored(path: Path, key: dict[str, str]) -> tuple[Any] | None:
-    """``(value,)`` when the cache file at ``path`` holds the value computed for ``key``, else None."""
+def _stored(path: Path, key: dict[str, str]) -> tuple[Any, float] | None:
+    """``(value, seconds)`` when the cache file at ``path`` holds the value computed for ``key``, else None."""
     if not path.is_file():
         return None
     stored = load(path, weights_only=True)
     if isinstance(stored, dict) and stored.get("key") == key and "value" in stored:  # else another layout: recompute
-        return (stored["value"],)
+        return stored["value"], float(stored.get("seconds", float("nan")))
     return None
 
 

@@ -5,6 +5,7 @@ clear errors of the full profile on a machine without CIFAR-10 or the pretrained
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -44,8 +45,12 @@ def test_generated_cifar_is_in_the_release_format_and_resized(generated, cifar_f
     assert generated.train.x.shape[1:] == (3, 32, 32) and generated.train.x.dtype == torch.uint8
     assert len(generated.train) == 120 and len(generated.val) == 40 and len(generated.test) == 40
     assert set(generated.train.y.tolist()) == set(range(10))
-    resized = tlkd.load_data(tlkd.config_for("smoke", **{**SMOKE, "size": 64}), cifar_folder, download=False)
-    assert resized.train.x.shape[-1] == 64 and torch.equal(resized.train.y, generated.train.y)
+    # CIFAR-10 is loaded at its own 32 px whatever the study's size; the study resizes it once for the students
+    loaded = tlkd.load_data(tlkd.config_for("smoke", **{**SMOKE, "size": 64}), cifar_folder, download=False)
+    assert torch.equal(loaded.train.x, generated.train.x)
+    resized = tlkd.at_size(loaded, 64)
+    assert resized.test.x.shape[-1] == 64 and torch.equal(resized.train.y, generated.train.y)
+    assert tlkd.at_size(loaded, 32) is loaded
 
 
 def test_every_regime_arm_and_seed_is_run(outcomes):
@@ -93,20 +98,29 @@ def test_kd_with_alpha_zero_is_the_labels_only_arm(generated, tmp_path):
 def test_occlusion_sweeps_replace_exactly_the_occluded_images(generated, tmp_path):
     config = tlkd.config_for("smoke", **SMOKE, seeds=(0,))
     study = runner._Study(config, generated, tmp_path, torch.device("cpu"))
-    teacher, logits, _ = study.teacher(0)
-    pooled, targets, soft, subset = runner._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
-    changed = (pooled != study.views["student"].pooled_train).flatten(2).any(-1).any(0)
-    assert targets is None and subset is None
+    teacher, logits, scores = study.teacher(0)
+    occluded = runner._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
+    changed = (occluded.pooled != study.views["student"].pooled_train).flatten(2).any(-1).any(0)
+    assert occluded.targets is None and occluded.subset is None and np.isnan(occluded.teacher_accuracy)
     assert int(changed.sum()) == round(0.25 * len(generated.train))
-    assert torch.equal((soft != logits).flatten(2).any(-1).any(0), changed)  # the teacher sees the same occluded images
+    # the teacher sees the same occluded images
+    assert torch.equal((occluded.soft != logits).flatten(2).any(-1).any(0), changed)
     # the occluded views are computed once: a second call reads them back
     study.occluded = lambda *_: pytest.fail("occluded views computed again")
-    again, _, soft_again, _ = runner._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
-    assert torch.equal(again, pooled) and torch.equal(soft_again, soft)
-    _, noisy, _, _ = runner._sweep_training(study, teacher, logits, "label_noise", 0.2, 0, 1)
-    assert int((noisy != generated.train.y).sum()) == round(0.2 * len(generated.train))
-    *_, subset = runner._sweep_training(study, teacher, logits, "fraction", 0.5, 0, 2)
+    again = runner._sweep_training(study, teacher, logits, "center_black", 0.25, 0, 7)
+    assert torch.equal(again.pooled, occluded.pooled) and torch.equal(again.soft, occluded.soft)
+    # a retrained sweep's teacher learns from the same noisy labels or fewer images as its students
+    noisy = runner._sweep_training(study, teacher, logits, "label_noise", 0.2, 0, 1)
+    assert int((noisy.targets != generated.train.y).sum()) == round(0.2 * len(generated.train))
+    assert noisy.soft.shape == logits.shape and not torch.equal(noisy.soft, logits) and noisy.teacher_seconds > 0
+    assert (tmp_path / "seed0_teacher_label_noise0.2.ckpt").exists() and 0 <= noisy.teacher_accuracy <= 1
+    fewer = runner._sweep_training(study, teacher, logits, "fraction", 0.5, 0, 2)
+    subset = fewer.subset
     assert len(subset) == 60 and torch.bincount(generated.train.y[subset], minlength=10).tolist() == [6] * 10
+    outside = torch.ones(len(generated.train), dtype=torch.bool)
+    outside[subset] = False
+    assert torch.equal(fewer.soft[:, outside], logits[:, outside]) and not torch.equal(fewer.soft[:, subset], logits[:, subset])
+    assert scores["train_seconds"] > 0 and 0 <= scores["val_accuracy"] <= 1
 
 
 def test_epochs_to_reach_and_the_speed_table():
@@ -153,15 +167,61 @@ def test_full_profile_stops_clearly_without_cifar10_or_weights(tmp_path, monkeyp
         tlkd.load_data(tlkd.config_for("full"), tmp_path, download=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingWeightsError, match="vit_base_patch16_224"):
-        tlkd.load_backbones(tlkd.config_for("full"))
+        tlkd.load_backbones(tlkd.config_for("thesis"))
 
 
 @pytest.mark.parametrize("bad", [{"pair": "other"}, {"size": 16}, {"alphas": (1.5,)}, {"thesis_kd": (0.0, 0.1)},
                                  {"seeds": (0, 0)}, {"regimes": ("frozen",)}, {"sweeps": (("blur", (0.1,)),)},
-                                 {"regimes": ("finetune",)}, {"data": "cifar"}, {"max_epochs": 0}])
+                                 {"regimes": ("finetune",)}, {"data": "cifar"}, {"max_epochs": 0}, {"teacher_epochs": 0},
+                                 {"grid_regimes": ("frozen",)}, {"retrained_sweeps": ("center_black",)},
+                                 {"retrained_sweeps": ("noise",)},
+                                 {"pair": "cifar10_tiny", "retrained_sweeps": ("fraction",)}])
 def test_impossible_settings_are_refused(bad, tmp_path):
     with pytest.raises(ValueError):
         tlkd.run_study(tlkd.config_for("smoke", **bad), None, run_root=tmp_path)
+
+
+def test_the_teacher_from_scratch_and_the_regime_without_a_grid(outcomes):
+    first, _ = outcomes
+    config = first.config
+    assert tlkd.PAIRS[config.pair].teacher_recipe == "airbench" and config.grid_regimes == ("thesis",)
+    assert (first.teachers.train_seconds > 0).all() and first.teachers.val_accuracy.between(0, 1).all()
+    assert set(first.teacher_models) == set(config.seeds) and first.teacher_models[0].tta == 1
+    # the fine-tuning regime searches no grid: it trains TL+KD at the thesis regime's choice
+    assert set(first.grid.regime) == {"thesis"} and first.chosen["finetune"] == first.chosen["thesis"]
+    # retrained sweeps name their own teacher's accuracy; the occlusion sweeps keep the seed's teacher
+    teachers = first.teachers.set_index("seed").accuracy
+    occlusion = first.sweeps[first.sweeps.sweep.isin(["center_black", "quarter_black"])]
+    assert (occlusion.teacher_accuracy == occlusion.seed.map(teachers)).all()
+    assert first.stage_seconds["sweep teachers"] > 0 and first.sweeps.teacher_accuracy.between(0, 1).all()
+    # every stage's computing time is kept, and a run resumed from its checkpoints reports the same
+    _, second = outcomes
+    assert set(first.stage_seconds) == set(runner.STAGES) and all(v > 0 for v in first.stage_seconds.values())
+    assert second.stage_seconds == pytest.approx(first.stage_seconds)
+
+
+def test_a_fine_tuned_pretrained_teacher_and_a_grid_in_both_regimes(generated, tmp_path):
+    config = tlkd.config_for("smoke", **SMOKE, pair="cifar10_tiny", seeds=(0,), retrained_sweeps=(),
+                             grid_regimes=tlkd.REGIMES, sweeps=(("quarter_black", (0.5,)),))
+    outcome = tlkd.run_study(config, generated, run_root=tmp_path)
+    assert set(outcome.grid.regime) == set(tlkd.REGIMES) and outcome.stage_seconds["sweep teachers"] == 0
+    assert outcome.teachers.loc[0, "val_accuracy"] >= 0 and outcome.teachers.loc[0, "train_seconds"] > 0
+    assert outcome.config.size == 32 and outcome.sweeps.teacher_accuracy.eq(outcome.teachers.loc[0, "accuracy"]).all()
+
+
+def test_foreground_shares_of_the_students_and_the_teacher_score_the_same_images(outcomes, generated):
+    first, _ = outcomes
+    from kdcourse.explain import grabcut_foreground
+
+    images = generated.test.x[:6]
+    masks = np.stack([grabcut_foreground(image) for image in images])
+    config = dataclasses.replace(first.config, size=48)  # students see the images at 48 px, the teacher at 32
+    shares = tlkd.student_foreground(dataclasses.replace(first, config=config), generated, images, masks, samples=4,
+                                     teacher=True)
+    assert set(shares.model) == {"tl", "tlkd_thesis", "teacher"}
+    by_model = shares.groupby("model").image.apply(lambda s: sorted(set(s)))
+    assert by_model["teacher"] == by_model["tl"] == by_model["tlkd_thesis"]
+    assert shares.share.between(0, 1).all()
 
 
 def test_outcome_record_is_json_and_keeps_every_table(outcomes):
@@ -175,7 +235,7 @@ def test_outcome_record_is_json_and_keeps_every_table(outcomes):
 
 
 def test_pass_counts_follow_the_configuration():
-    config = tlkd.config_for("full")
+    config = tlkd.config_for("thesis")
     counts = tlkd.pass_counts(config, train=100, val=10, test=20, shap_images=5, shap_samples=4).set_index(["stage", "network"])
     assert counts.loc[("cached views", "teacher"), "images"] == 2 * 100 + 10 + 20  # two views: an image and its mirror image
     grid = len(config.temperatures) * len(config.alphas)
@@ -236,7 +296,7 @@ def test_the_recorded_mhist_run_gives_every_table_figure_and_sentence(recorded):
 
     found = recorded["mhist"]
     runs, history, sweeps = (pd.DataFrame(found[key]) for key in ("runs", "history", "sweeps"))
-    overview = report.mhist_overview(found).splitlines()
+    overview = report.overview(found).splitlines()
     assert len(overview) == 1 + len(found["chosen"]) and f"{found['data_counts']['test']} test images" in overview[0]
     repeated = [regime for regime in found["chosen"] if report.repeats_thesis(found, regime)]
     assert len(report.true_positive_tables(found)) == 2 * len(found["confusion"]) - len(repeated)
@@ -244,13 +304,13 @@ def test_the_recorded_mhist_run_gives_every_table_figure_and_sentence(recorded):
     speed, _ = report.speed_shown(history, tuple(found["config"]["thresholds"]))
     h4, _ = report.sweep_shown(sweeps)
     lessons = report.lessons_text(found, speed, h4)
-    assert lessons.count("* MHIST, ") == runs.regime.nunique() and f"Of the {len(h4)} sweep comparisons" in lessons
+    assert lessons.count("* MHIST, ") == runs.regime.nunique() + 1 and f"of the {len(h4)} sweep comparisons" in lessons
     for figure in (figures.confusion_figure(found), figures.learning_curves(history), figures.sweep_figure(sweeps),
                    figures.shap_figure(found)):
         assert isinstance(figure, Figure) and figure.axes
         plt.close(figure)
-    assert report.summary_text(found, cifar_run=False).startswith("CIFAR-10 not run; MHIST: thesis tl ")
-    assert report.summary_text(None, cifar_run=True) == "MHIST not run"
+    assert report.summary_text(found, None).startswith("CIFAR-10 not run; MHIST: thesis tl ")
+    assert report.summary_text(None, None).startswith("CIFAR-10 not run; MHIST not run")
 
 
 def test_a_chosen_setting_equal_to_the_thesis_is_not_shown_as_a_second_arm(recorded):
@@ -258,7 +318,7 @@ def test_a_chosen_setting_equal_to_the_thesis_is_not_shown_as_a_second_arm(recor
     found["chosen"]["finetune"] = dict(zip(("temperature", "alpha"), found["config"]["thesis_kd"]))
     runs = report.without_repeated_arm(pd.DataFrame(found["runs"]), found)
     assert "tlkd_chosen" not in set(runs.arm) and len(report.true_positive_tables(found)) == len(found["confusion"])
-    scores, effects = report.score_tables(runs)
+    scores, effects = report.score_tables(runs, "MHIST")
     assert "(T, α) chosen on validation" not in repr(scores.frame) + repr(effects.frame)
     assert report.lessons_text(found, pd.DataFrame(), pd.DataFrame(found["sweeps"]).pipe(tlkd.sweep_table)).count(
         "no second, independent KD arm") == len(found["chosen"])
@@ -272,7 +332,7 @@ def test_two_class_effects_include_the_auc(recorded):
     runs = pd.DataFrame(found["runs"]).set_index(["regime", "arm", "seed"]).sort_index().auc
     expected = 100 * (runs.loc["finetune", "tlkd_thesis"] - runs.loc["finetune", "tl"]).mean()
     assert auc["mean"] == pytest.approx(expected) and auc["verdict"] == "clears the noise"
-    assert "AUC" in set(report.score_tables(pd.DataFrame(found["runs"]))[1].frame.metric)
+    assert "AUC" in set(report.score_tables(pd.DataFrame(found["runs"]), "MHIST")[1].frame.metric)
     assert "auc" not in tlkd.effects_table(pd.DataFrame(found["runs"]).assign(auc=np.nan)).metric.unique()
 
 
@@ -305,7 +365,53 @@ def test_the_recorded_mnist_shares_and_costs_give_their_sentences(recorded):
     rates, stages = report.cost_tables(recorded["cost"])
     assert len(rates.frame) == len(recorded["cost"]["rates"]) and "hours" in stages.frame.columns
     assert "hours of computation" in report.cost_text(recorded["cost"])
-    assert len(stages.frame) == len(tlkd.pass_counts(tlkd.config_for("full"), train=45_000, val=5_000, test=10_000))
+    assert len(stages.frame) == len(tlkd.pass_counts(tlkd.config_for("thesis"), train=45_000, val=5_000, test=10_000))
+
+
+def test_a_cifar_record_gives_every_table_figure_and_sentence(outcomes, generated):
+    """The CIFAR-10 section renders a record of the smoke study (airbench teacher, foreground shares with the
+    teacher, stage times, sizes) with the same functions as the recorded run will."""
+    from matplotlib.figure import Figure
+
+    first, _ = outcomes
+    photo = tlkd.photo_foreground(first, generated, 6, 4)
+    assert len(photo.images) == len(photo.masks) == 12 and len(photo.scored) <= 6
+    assert set(photo.shares.model) == {"tl", "tlkd_thesis", "teacher"} and photo.seconds > 0
+    assert set(photo.shares.image) <= set(range(len(photo.scored)))
+    found_masks = photo.found
+    sizes = tlkd.student_sizes(first.config, generated, sizes=(32,), images=60)
+    found = json.loads(json.dumps(report.cifar_record(first, photo, sizes)))
+    assert report.dataset_name(found) == "CIFAR-10" and found["foreground"]["masks"] == found_masks
+    overview = report.overview(found)
+    assert overview.startswith("CIFAR-10: 120 training") and "AirbenchNet trained from scratch" in overview
+    assert "AUC" not in overview.splitlines()[0]
+    gaps = report.teacher_gaps(found)
+    assert list(gaps.regime) == ["thesis", "finetune"] and gaps["n"].eq(2).all()
+    assert report.gap_text(found).startswith("On CIFAR-10 the teacher leads the TL student by ")
+    runs, history = (report.without_repeated_arm(pd.DataFrame(found[key]), found) for key in ("runs", "history"))
+    scores, _ = report.score_tables(runs, "CIFAR-10")
+    assert scores.caption.startswith("CIFAR-10 test scores")
+    assert "93.46" in report.thesis_comparison_text(found)
+    photo = pd.DataFrame(found["foreground"]["shares"])
+    effects, table = report.share_effects(photo, report.PHOTO_COMPARISONS)
+    assert len(effects) == 3 and "object" in repr(report.share_table(photo, "CIFAR-10", foreground="object").frame.columns)
+    assert report.photo_lessons_text(photo, effects, found_masks).startswith("* CIFAR-10, hypothesis 2: GrabCut found")
+    h4, sweep_shown = report.sweep_shown(pd.DataFrame(found["sweeps"]))
+    assert "teacher accuracy (%)" in sweep_shown.frame.columns
+    assert "same noisy labels" in report.label_noise_text(h4.assign(verdict="clears the noise"), retrained=True)
+    stages = report.stage_table(found)
+    assert len(stages.frame) == len(runner.STAGES) + 2 and found["device"] in stages.caption
+    speed, _ = report.speed_shown(history, tuple(found["config"]["thresholds"]))
+    assert report.lessons_text(found, speed, h4).count("* CIFAR-10") == 2 + 2
+    counts = report.verdict_counts(None, None, found)
+    assert "hypothesis 2, CIFAR-10 foreground shares" in counts and len(counts) == 4
+    assert report.summary_text(None, found).startswith("CIFAR-10: thesis tl ")
+    assert "hypothesis 2, CIFAR-10" in report.verdicts_text(None, None, found)
+    assert len(report.sizes_table(found).frame) == 1
+    for figure in (figures.confusion_figure(found), figures.learning_curves(history),
+                   figures.sweep_figure(pd.DataFrame(found["sweeps"]))):
+        assert isinstance(figure, Figure) and figure.axes
+        plt.close(figure)
 
 
 def test_scored_images_leave_out_empty_and_full_masks():
@@ -357,3 +463,20 @@ def test_a_record_of_another_teacher_is_said_to_be_one():
     note = report.teacher_note({"weights": {"teacher": "t.pth", "student": "s.pth"}}, config)
     assert note.startswith("Note: this record was made with a teacher of 1 network") and "t.pth" in note
     assert report.recorded_teacher({"weights": {**members, "student": "s.pth"}}) == ["m0.pth", "m1.pth", "m2.pth"]
+
+
+def test_student_sizes_weigh_the_probe_against_the_cost(generated):
+    config = tlkd.config_for("smoke", **SMOKE)
+    sizes = tlkd.student_sizes(config, generated, sizes=(32, 48), images=60)
+    assert sizes["size"].tolist() == [32, 48] and sizes.probe_val_accuracy.between(0, 1).all()
+    assert (sizes["forward"] > sizes["forward+backward"]).all() and (sizes.seconds > 0).all()
+
+
+def test_fields_added_at_their_defaults_keep_a_configuration_key():
+    import hashlib
+
+    config = tlkd.config_for("mhist")
+    before = {k: v for k, v in dataclasses.asdict(config).items()
+              if k not in ("grid_regimes", "teacher_epochs", "teacher_batch_size", "retrained_sweeps")}
+    assert config.key() == hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    assert dataclasses.replace(config, grid_regimes=("thesis",)).key() != config.key()

@@ -179,3 +179,8 @@ def test_linear_probe_chooses_its_strength_on_training_features_only():
     assert (scores[y[:10] == 1].mean() > scores[y[:10] == 0].mean())
     with pytest.raises(ValueError, match="two classes"):
         linear_probe(x, torch.zeros(200, dtype=torch.long), x)
+    # more classes: one score per class, chosen by accuracy
+    y3 = torch.arange(300) % 3
+    x3 = torch.randn(300, 4, generator=generator) + torch.nn.functional.one_hot(y3, 4).float() * 3
+    (scores3,), _ = linear_probe(x3, y3, x3[:30])
+    assert scores3.shape == (30, 3) and (scores3.argmax(1) == y3[:30].numpy()).mean() > 0.8

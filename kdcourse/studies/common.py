@@ -19,9 +19,17 @@ __all__ = ["config_key", "with_overrides", "check_seeds", "SplitSettings", "stud
 Config = TypeVar("Config")
 
 
-def config_key(config: Any) -> str:
-    """Short hash (10 hex digits) of a dataclass configuration: runs with another configuration never share checkpoints."""
-    return hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:10]
+def config_key(config: Any, added: tuple[str, ...] = ()) -> str:
+    """Short hash (10 hex digits) of a dataclass configuration: runs with another configuration never share checkpoints.
+
+    ``added`` names fields added to the dataclass after runs were recorded: each is left out of the hash while it
+    holds its default, so that adding a field keeps the checkpoints of every configuration that does not use it."""
+    values = asdict(config)
+    defaults = {f.name: f.default for f in fields(config)}
+    for name in added:
+        if values[name] == defaults[name]:
+            del values[name]
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def with_overrides(config: Config, **overrides: object) -> Config:

@@ -31,6 +31,7 @@ class Views:
     pooled_train: Tensor  # (V, N, D)
     pooled_val: Tensor  # (N_val, D)
     pooled_test: Tensor  # (N_test, D)
+    seconds: float = float("nan")  # of the computation, whenever it ran (NaN for a cache written before they were kept)
 
 
 def role_views(role: str, net: Backbone, dataset: ImageData, split_reduction: int, cache_dir: Path,
@@ -43,9 +44,9 @@ def role_views(role: str, net: Backbone, dataset: ImageData, split_reduction: in
            "images": checkpoints.tensor_fingerprint(dataset.train.x, dataset.val.x, dataset.test.x),
            "model": net.name, "reduction": str(split_reduction), "views": str(list(views))}
     name = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    value = checkpoints.cached(Path(cache_dir) / f"{role}_{name}.pt", key, lambda: asdict(
-        compute_views(net, dataset, split_reduction, device, amp_dtype, views)))
-    return Views(**value)
+    value, seconds = checkpoints.cached(Path(cache_dir) / f"{role}_{name}.pt", key, lambda: asdict(
+        compute_views(net, dataset, split_reduction, device, amp_dtype, views)), with_seconds=True)
+    return Views(**(value | {"seconds": seconds}))
 
 
 def compute_views(net: Backbone, dataset: ImageData, split_reduction: int, device: torch.device,

@@ -1,8 +1,8 @@
 """TL+KD: does distillation still help a student that already starts from ImageNet weights?
 
 The question of the thesis among the source documents (a ViT-B/16 teacher and a ResNet-18 student on
-CIFAR-10), asked here with the same code on any pair of ImageNet backbones and a data set of uint8
-images. The teacher is trained first; the student is then trained with labels only (*TL*) and with
+CIFAR-10), asked here with the same code on a pretrained student, a teacher from ImageNet backbones or
+trained from scratch, and a data set of uint8 images. The teacher is trained first; the student is then trained with labels only (*TL*) and with
 the teacher's soft targets added (*TL+KD*), in two regimes:
 
 - ``thesis``: the student's backbone frozen, a new head trained on its pooled features with the
@@ -14,8 +14,11 @@ the teacher's soft targets added (*TL+KD*), in two regimes:
 TL+KD runs at the thesis's (T = 10, α = 0.1) and at the (T, α) of the best mean validation accuracy
 on a grid. Every arm of a seed starts from the same head initialisation and sees the same batches.
 The robustness sweeps (less data, noisy labels, CenterBlack and QuarterBlack occlusions of a fraction
-of the training images) run in the thesis regime; the teacher is fixed and sees the same, occluded,
-images as the student. Model selection and early stopping use a validation split; the test split
+of the training images) run in the thesis regime; the teacher sees the same, occluded, images as the
+student, and for the sweeps in ``retrained_sweeps`` (fewer images, noisy labels) it is trained again on
+the student's own training set, so that it knows no labels the student lacks. The recorded CIFAR-10
+study on a CPU (pair ``cifar10_cpu``) has a teacher trained from scratch at 32 px
+(:mod:`kdcourse.cifar_teacher`) and an ImageNet MobileNet student on upsampled images. Model selection and early stopping use a validation split; the test split
 is only evaluated.
 
 :func:`mnist_foreground` is the interpretability question where the foreground is known exactly:
@@ -41,18 +44,21 @@ from kdcourse.studies.tlkd.config import (
     SWEEPS,
     Pair,
     TlkdConfig,
+    at_size,
     cifar_for,
     config_for,
     load_backbones,
     load_data,
 )
-from kdcourse.studies.tlkd.costs import pass_counts
+from kdcourse.studies.tlkd.costs import pass_counts, student_sizes
 from kdcourse.studies.tlkd.foreground import (
     FOREGROUND_COMPARISONS,
     ForegroundOutcome,
     foreground_effects,
     image_foreground,
+    PhotoForeground,
     mnist_foreground,
+    photo_foreground,
     shap_record,
     student_foreground,
 )
@@ -74,9 +80,9 @@ from kdcourse.studies.tlkd.tables import (
 
 __all__ = [
     "Pair", "PAIRS", "CLASSES", "REGIMES", "SWEEPS", "ARMS", "ARM_LABELS", "TlkdConfig", "PROFILES", "config_for",
-    "load_backbones", "load_data", "cifar_for", "OnImages", "PreLogits", "TlkdOutcome", "run_study", "outcome_record",
+    "load_backbones", "load_data", "cifar_for", "at_size", "OnImages", "PreLogits", "TlkdOutcome", "run_study", "outcome_record",
     "arm_scores", "effects_table", "epochs_to_reach", "speed_table", "sweep_table", "true_positive_change",
     "ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
-    "shap_record", "student_foreground",
-    "pass_counts", "estimated_seconds",
+    "shap_record", "student_foreground", "PhotoForeground", "photo_foreground",
+    "pass_counts", "student_sizes", "estimated_seconds",
 ]

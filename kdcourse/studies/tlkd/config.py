@@ -19,6 +19,7 @@ from kdcourse.transfer import ALL_VIEWS
 __all__ = [
     "Pair", "PAIRS", "VIEW_CODES", "CLASSES", "REGIMES", "SWEEPS", "ARMS", "ARM_LABELS", "CENTER_BLACK_RANGE",
     "TlkdConfig", "PROFILES", "config_for", "check", "teacher_roles", "load_backbones", "load_data", "cifar_for",
+    "resized", "at_size",
 ]
 
 
@@ -28,13 +29,20 @@ class Pair:
     networks (``"two_phase"``: a head on frozen features, then the last stage), or is the MHIST chapter's
     ensemble (``"ensemble"``: each network of ``members``, the first being ``teacher``, trained in two
     phases, their logits averaged), or is fine-tuned whole like the students of the fine-tuning regime
-    (``"fine_tune"``: a head, then every layer; any timm network)."""
+    (``"fine_tune"``: a head, then every layer; any timm network), or is trained from scratch on the
+    data's own 32-px images with the airbench94 recipe (``"airbench"``: :mod:`kdcourse.cifar_teacher`;
+    ``teacher`` is then ``"airbench"``, not a timm name)."""
 
     dataset: str
     teacher: str
     student: str
     teacher_recipe: str
     members: tuple[str, ...] = ()
+
+    @property
+    def pretrained_teacher(self) -> bool:
+        """Whether the teacher starts from ImageNet weights of timm networks (every recipe but ``"airbench"``)."""
+        return self.teacher_recipe != "airbench"
 
     def teacher_networks(self) -> tuple[str, ...]:
         """The networks the teacher is made of: the ensemble's members, or the teacher alone."""
@@ -46,7 +54,9 @@ PAIRS: dict[str, Pair] = {
                           ("mobilenetv2_100.tflite_in1k", "mobilenetv1_075.tflite_in1k", "mobilenetv1_050.tflite_in1k")),
     # the thesis's pair; timm's releases of torchvision's ResNet-18 and an ImageNet-1k-only ViT-B/16
     "cifar10_thesis": Pair("cifar10", "vit_base_patch16_224.augreg_in1k", "resnet18.tv_in1k", "fine_tune"),
-    "cifar10_tiny": Pair("cifar10", "convnext_atto", "resnet10t", "fine_tune"),  # smoke runs: small networks, random weights
+    # the recorded CIFAR-10 study on a CPU: a network trained from scratch at 32 px teaches an ImageNet MobileNet
+    "cifar10_cpu": Pair("cifar10", "airbench", "mobilenetv1_025.tflite_in1k", "airbench"),
+    "cifar10_tiny": Pair("cifar10", "convnext_atto", "resnet10t", "fine_tune"),  # tests: small networks, random weights
 }
 VIEW_CODES = {"mhist": ALL_VIEWS, "cifar10": (0, 4)}  # histology: 8 symmetries; photographs: random horizontal flips
 CLASSES = {"mhist": kd_data.MHIST_CLASSES, "cifar10": kd_data.CIFAR10_CLASSES}
@@ -92,10 +102,18 @@ class TlkdConfig:
     )
     thresholds: tuple[float, ...] = (0.7, 0.75, 0.8)  # validation accuracies for "epochs to reach"
     mixed_precision: bool = True
+    # regimes that search the (T, α) grid on validation; the others train TL+KD at the first such regime's choice
+    grid_regimes: tuple[str, ...] = REGIMES
+    # the airbench teacher (pair "cifar10_cpu"): epochs, batch size, and the sweeps whose teacher is trained
+    # again on the sweep's own training set (fewer images, noisy labels), so that it knows no more than the student
+    teacher_epochs: int = 10
+    teacher_batch_size: int = 1024
+    retrained_sweeps: tuple[str, ...] = ()
 
     def key(self) -> str:
-        """Short hash of the configuration, naming its checkpoint folder."""
-        return config_key(self)
+        """Short hash of the configuration, naming its checkpoint folder (the fields added with the airbench teacher
+        count only where they differ from their defaults, so the MHIST runs recorded before keep their folder)."""
+        return config_key(self, added=("grid_regimes", "teacher_epochs", "teacher_batch_size", "retrained_sweeps"))
 
     @property
     def dataset(self) -> str:
@@ -103,18 +121,23 @@ class TlkdConfig:
 
 
 PROFILES: dict[str, TlkdConfig] = {
-    "smoke": TlkdConfig(pair="cifar10_tiny", seeds=(0, 7), size=32, limit=160, val_size=40, pretrained=False,
+    "smoke": TlkdConfig(pair="cifar10_cpu", seeds=(0, 7), size=48, limit=160, val_size=40, pretrained=False,
                         data="generated", batch_size=16, head_epochs=2, finetune_epochs=1, max_epochs=3,
-                        temperatures=(10.0,), alphas=(0.1, 0.5),
+                        teacher_epochs=2, teacher_batch_size=32, retrained_sweeps=("fraction", "label_noise"),
+                        grid_regimes=("thesis",), temperatures=(10.0,), alphas=(0.1, 0.5),
                         sweeps=(("fraction", (0.5,)), ("label_noise", (0.2,)), ("center_black", (0.5,)), ("quarter_black", (0.5,))),
                         thresholds=(0.1, 0.2)),
-    "full": TlkdConfig(pair="cifar10_thesis", size=224, thresholds=(0.8, 0.85, 0.9)),  # a GPU machine with the network
+    # the recorded CIFAR-10 run, on a CPU: students at 96 px (see the chapter for why), the grid searched in the
+    # thesis regime only, the fine-tuning regime at the budget that fits
+    "full": TlkdConfig(pair="cifar10_cpu", size=96, head_epochs=10, finetune_epochs=4, grid_regimes=("thesis",),
+                       retrained_sweeps=("fraction", "label_noise"), thresholds=(0.6, 0.7, 0.8)),
+    "thesis": TlkdConfig(pair="cifar10_thesis", size=224, thresholds=(0.8, 0.85, 0.9)),  # a GPU machine with the network
     "mhist": TlkdConfig(),  # the recorded run: MHIST with the offline weights, on a CPU
 }
 
 
 def config_for(profile: str, **overrides: object) -> TlkdConfig:
-    """The configuration of ``profile`` (``smoke``, ``full`` or ``mhist``) with ``overrides``; None values are ignored."""
+    """The configuration of ``profile`` (``smoke``, ``full``, ``thesis`` or ``mhist``) with ``overrides``; None values are ignored."""
     return with_overrides(PROFILES[profile], **overrides)
 
 
@@ -123,7 +146,8 @@ def check(config: TlkdConfig) -> None:
     if config.pair not in PAIRS:
         raise ValueError(f"pair must be one of {sorted(PAIRS)}, got {config.pair!r}")
     check_seeds(config.seeds)
-    for name in ("batch_size", "head_epochs", "finetune_epochs", "max_epochs", "plateau_patience", "early_stopping_patience"):
+    for name in ("batch_size", "head_epochs", "finetune_epochs", "max_epochs", "plateau_patience", "early_stopping_patience",
+                 "teacher_epochs", "teacher_batch_size"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.size < 32:
@@ -138,12 +162,25 @@ def check(config: TlkdConfig) -> None:
         raise ValueError(f"sweeps must be among {SWEEPS}, got {sorted(unknown)}")
     if config.sweeps and "thesis" not in config.regimes:
         raise ValueError("the sweeps run in the thesis regime: keep 'thesis' in regimes or set sweeps=()")
+    if not set(config.grid_regimes) & set(config.regimes):
+        raise ValueError(f"grid_regimes must name at least one of the run's regimes {config.regimes}, got {config.grid_regimes}")
+    if unknown := set(config.retrained_sweeps) - set(SWEEPS):
+        raise ValueError(f"retrained_sweeps must be among {SWEEPS}, got {sorted(unknown)}")
+    if config.retrained_sweeps and PAIRS[config.pair].pretrained_teacher:
+        raise ValueError("retrained_sweeps needs the airbench teacher (pair 'cifar10_cpu'): training a pretrained teacher "
+                         "again for every sweep level is not part of this study; set retrained_sweeps=()")
+    if set(config.retrained_sweeps) & {"center_black", "quarter_black"}:
+        raise ValueError("the occlusion sweeps keep the clean teacher, which sees the same occluded images as the student; "
+                         "retrained_sweeps takes 'fraction' and 'label_noise'")
     if config.data not in ("real", "generated"):
         raise ValueError(f"data must be 'real' or 'generated', got {config.data!r}")
 
 
 def teacher_roles(pair: Pair) -> dict[str, str]:
-    """Role name → network of the teacher's networks: ``"teacher"``, or ``"member0"``, ``"member1"``… of an ensemble."""
+    """Role name → timm network of the teacher's pretrained networks: ``"teacher"``, or ``"member0"``, ``"member1"``…
+    of an ensemble; none for a teacher trained from scratch (``"airbench"``)."""
+    if not pair.pretrained_teacher:
+        return {}
     if not pair.members:
         return {"teacher": pair.teacher}
     return {f"member{index}": name for index, name in enumerate(pair.members)}
@@ -162,7 +199,7 @@ def load_backbones(config: TlkdConfig) -> dict[str, Backbone]:
                 for role, name in roles.items()}
 
 
-def _resized(split: kd_data.ImageSplit, size: int) -> kd_data.ImageSplit:
+def resized(split: kd_data.ImageSplit, size: int) -> kd_data.ImageSplit:
     """uint8 images resized once to ``size`` px (bilinear, antialiased), in chunks to bound the memory."""
     if split.x.shape[-1] == size:
         return split
@@ -174,17 +211,25 @@ def _resized(split: kd_data.ImageSplit, size: int) -> kd_data.ImageSplit:
 
 def load_data(config: TlkdConfig, root: str | Path | None = None, *, download: bool = True,
               ) -> kd_data.ImageData:
-    """The data set of ``config`` at ``config.size`` px: MHIST (:func:`kdcourse.data.load_mhist`) or CIFAR-10
+    """The data set of ``config``: MHIST (:func:`kdcourse.data.load_mhist`) at ``config.size`` px, or CIFAR-10
     (:func:`kdcourse.data.load_cifar10`: the release, or an image-folder copy, or the release downloaded where
-    the network allows and ``download`` is true; resized from 32 px; its ``source`` says which). Raises
-    :class:`kdcourse.data.MissingDataError` naming what is missing."""
+    the network allows and ``download`` is true; its ``source`` says which) at its own 32 px: :func:`run_study`
+    resizes the images once for the pretrained networks (:func:`at_size`), and a teacher trained from scratch
+    sees them as they are. Raises :class:`kdcourse.data.MissingDataError` naming what is missing."""
     if config.dataset == "mhist":
         return kd_data.load_mhist(root, size=config.size, limit=config.limit)
     cifar = kd_data.load_cifar10(root, val_size=config.val_size, download=download)
     train = cifar.train if config.limit is None else cifar.train.subset(
         kd_data.stratified_split(cifar.train.y, min(config.limit, len(cifar.train) - 1), 0)[1])
-    return dataclasses.replace(cifar, train=_resized(train, config.size), val=_resized(cifar.val, config.size),
-                               test=_resized(cifar.test, config.size))
+    return dataclasses.replace(cifar, train=train)
+
+
+def at_size(dataset: kd_data.ImageData, size: int) -> kd_data.ImageData:
+    """``dataset`` with every split's uint8 images at ``size`` px (:func:`resized`; itself when they already are)."""
+    if dataset.train.x.shape[-1] == size:
+        return dataset
+    return dataclasses.replace(dataset, train=resized(dataset.train, size), val=resized(dataset.val, size),
+                               test=resized(dataset.test, size))
 
 
 def cifar_for(config: TlkdConfig, *, generated: bool) -> tuple[kd_data.ImageData, str]:

@@ -3,15 +3,20 @@ from measured rates with :func:`kdcourse.costs.estimated_seconds`)."""
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import torch
 
 from kdcourse import costs, hardware, provenance
+from kdcourse import data as kd_data
 from kdcourse.backbones import backbone
 from kdcourse.studies.common import json_records
-from kdcourse.studies.tlkd.config import PAIRS, VIEW_CODES, TlkdConfig
+from kdcourse.studies.tlkd.config import PAIRS, VIEW_CODES, TlkdConfig, load_backbones, resized
+from kdcourse.studies.tlkd.runner import OnImages, PreLogits
+from kdcourse.transfer import apply_in_batches, linear_probe
 
-__all__ = ["pass_counts", "measured_rates", "cost_record"]
+__all__ = ["pass_counts", "measured_rates", "cost_record", "student_sizes"]
 
 
 def pass_counts(config: TlkdConfig, train: int, val: int, test: int, shap_images: int = 200, shap_samples: int = 200,
@@ -67,3 +72,32 @@ def cost_record(config: TlkdConfig, device: torch.device) -> dict:
     counts = pass_counts(config, train=45_000, val=5_000, test=10_000)
     return {"device": provenance.device_description(), "rates": rates,
             "table": json_records(costs.estimated_seconds(counts, rates))}
+
+
+def student_sizes(config: TlkdConfig, dataset: kd_data.ImageData, sizes: tuple[int, ...] = (64, 96, 128), images: int = 5000,
+                  device: str | torch.device = "cpu") -> pd.DataFrame:
+    """What the student's image side trades: for each side in ``sizes``, the validation accuracy of a linear
+    probe (:func:`kdcourse.transfer.linear_probe`) on the pretrained student's pooled features of ``images``
+    training images (a stratified sample) resized to that side, and the student's throughput there (images
+    per second, ``forward`` and ``forward+backward`` on batches of ``config.batch_size``). ``dataset`` as
+    :func:`load_data` gives it (CIFAR-10 at 32 px). One row per side, with its ``seconds`` of measurement."""
+    device = torch.device(device)
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
+    net = load_backbones(config)["student"]
+    features = OnImages(PreLogits(net.model).eval(), net.mean, net.std)
+    sample = kd_data.stratified_split(dataset.train.y, min(images, len(dataset.train) - 1), 0)[1]
+    train, val = dataset.train.subset(sample), dataset.val
+    rows = []
+    for size in sizes:
+        start = time.perf_counter()
+        pooled = [apply_in_batches(features, resized(split, size).x, batch_size=256, device=device, amp_dtype=amp)
+                  for split in (train, val)]
+        (scores,), strength = linear_probe(pooled[0], train.y, pooled[1], folds=3)
+        accuracy = float((torch.from_numpy(scores).argmax(1) == val.y).float().mean())
+        model = net.model.to(device=device, memory_format=hardware.CONV_MEMORY_FORMAT)
+        rates = {kind: costs.throughput(model, (3, size, size), batch_size=config.batch_size, backward=backward,
+                                        device=device, amp_dtype=amp) for kind, backward in (("forward", False),
+                                                                                              ("forward+backward", True))}
+        rows.append({"size": size, "probe_val_accuracy": accuracy, "probe_c": strength, **rates,
+                     "seconds": time.perf_counter() - start})
+    return pd.DataFrame(rows)

@@ -13,13 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from kdcourse import data as kd_data
-from kdcourse.explain import foreground_shares, shap_maps
+from kdcourse.explain import foreground_shares, grabcut_foreground, shap_maps
 from kdcourse.stats import Effect, bootstrap_effect, joint_verdict, paired_effect
-from kdcourse.studies.tlkd.config import load_backbones
+from kdcourse.studies.tlkd.config import PAIRS, load_backbones, resized, teacher_roles
 from kdcourse.studies.tlkd.runner import TlkdOutcome
 
 __all__ = ["ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
-           "shap_record", "student_foreground"]
+           "shap_record", "student_foreground", "scored_images", "PhotoForeground", "photo_foreground"]
 
 
 @dataclass
@@ -85,15 +85,77 @@ def image_foreground(models: Mapping[str, Mapping[int, nn.Module]], images: Tens
     return pd.DataFrame(rows)
 
 
+def _at_size(images: Tensor, size: int) -> Tensor:
+    """uint8 images ``(N, 3, H, W)`` at ``size`` px (:func:`kdcourse.studies.tlkd.config.resized`)."""
+    return resized(kd_data.ImageSplit(images, torch.zeros(len(images), dtype=torch.long)), size).x
+
+
 def student_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, images: Tensor, masks: np.ndarray, *,
-                       samples: int = 200) -> pd.DataFrame:
+                       samples: int = 200, teacher: bool = False) -> pd.DataFrame:
     """:func:`image_foreground` of the TL and TL+KD (thesis) students of ``outcome`` (fine-tuned when that
-    regime ran, else the thesis regime's) on uint8 ``images`` with ``masks``, against the first 100
-    training images of ``dataset``."""
-    regime = "finetune" if "finetune" in outcome.config.regimes else "thesis"
+    regime ran, else the thesis regime's), and with ``teacher`` of each seed's teacher (model ``"teacher"``),
+    on uint8 test ``images`` with ``masks`` ``(N, H, W)``, against the first 100 training images of ``dataset``.
+
+    ``dataset``, ``images`` and ``masks`` are as :func:`load_data` gives them. Each network sees them at its
+    own input size: the pretrained networks at the study's size (the masks resized with the images, by
+    nearest neighbour), a teacher trained from scratch as they are. The rows of one image share its index."""
+    config = outcome.config
+    regime = "finetune" if "finetune" in config.regimes else "thesis"
     students = {arm: outcome.models[regime][arm] for arm in ("tl", "tlkd_thesis")}
-    net = load_backbones(outcome.config)["student"]
-    return image_foreground(students, images, masks, dataset.train.x[:100], net.mean, net.std, samples=samples)
+    nets = load_backbones(config)
+    size = config.size
+    scaled_masks = torch.nn.functional.interpolate(torch.from_numpy(masks)[:, None].float(), size=(size, size),
+                                                   mode="nearest")[:, 0].numpy() > 0.5
+    scaled = (_at_size(images, size), scaled_masks, _at_size(dataset.train.x[:100], size))
+    rows = [image_foreground(students, *scaled, nets["student"].mean, nets["student"].std, samples=samples)]
+    if teacher:
+        teachers = {"teacher": {seed: model.float() for seed, model in outcome.teacher_models.items()}}
+        roles = teacher_roles(PAIRS[config.pair])
+        if roles:  # pretrained: the study's size and the first network's normalisation (an ensemble's members share it)
+            first = nets[next(iter(roles))]
+            rows.append(image_foreground(teachers, *scaled, first.mean, first.std, samples=samples))
+        else:
+            rows.append(image_foreground(teachers, images, masks, dataset.train.x[:100], dataset.mean, dataset.std,
+                                         samples=samples))
+    return pd.concat(rows, ignore_index=True)
+
+
+def scored_images(masks: np.ndarray, count: int) -> tuple[np.ndarray, str]:
+    """The first ``count`` images whose mask ``(N, H, W)`` found an object (neither empty nor full), and a
+    sentence that says how many did."""
+    area = masks.reshape(len(masks), -1).mean(1)
+    found = (area > 0) & (area < 1)
+    scored = np.flatnonzero(found)[:count]
+    return scored, (f"GrabCut found an object in {int(found.sum())} of the first {len(masks)} test images; "
+                    f"the first {len(scored)} of them are scored")
+
+
+@dataclass
+class PhotoForeground:
+    """Hypothesis 2 on photographs: the test ``images`` explained (uint8, as loaded), their GrabCut ``masks``
+    ``(N, H, W)``, the indices of the ``scored`` ones (an object found), the sentence that says how many
+    were (``found``), the foreground ``shares`` (:func:`student_foreground`, with the teacher) and the
+    ``seconds`` of the masks and maps."""
+
+    images: Tensor
+    masks: np.ndarray
+    scored: np.ndarray
+    found: str
+    shares: pd.DataFrame
+    seconds: float
+
+
+def photo_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, count: int, samples: int) -> PhotoForeground:
+    """GrabCut masks of the first ``2 · count`` test images of ``dataset`` and the foreground shares of the
+    students and the teacher of ``outcome`` on the first ``count`` of them with an object, ``samples`` SHAP
+    samples per map."""
+    start = time.perf_counter()
+    images = dataset.test.x[: 2 * count]
+    masks = np.stack([grabcut_foreground(image) for image in images])
+    scored, found = scored_images(masks, count)
+    shares = student_foreground(outcome, dataset, images[torch.from_numpy(scored)], masks[scored], samples=samples,
+                                teacher=True)
+    return PhotoForeground(images, masks, scored, found, shares, time.perf_counter() - start)
 
 
 FOREGROUND_COMPARISONS = (("kd", "scratch"), ("teacher", "kd"), ("teacher", "scratch"))

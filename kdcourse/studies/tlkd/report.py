@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdcourse import stats
+from kdcourse import provenance, stats
 from kdcourse.course import tables
 from kdcourse.course.findings import in_words
 from kdcourse.stats import Effect
@@ -20,7 +20,9 @@ from kdcourse.train import PLATEAU_FACTOR
 from kdcourse.studies.tlkd.foreground import (
     FOREGROUND_COMPARISONS,
     ForegroundOutcome,
+    PhotoForeground,
     foreground_effects,
+    scored_images,
 )
 from kdcourse.studies.tlkd.runner import TlkdOutcome, outcome_record
 from kdcourse.studies.tlkd.tables import (
@@ -35,12 +37,15 @@ from kdcourse.studies.tlkd.tables import (
 __all__ = [
     "REGIME_WORDS", "METRIC_HEADERS", "METRIC_WORDS", "SWEEP_WORDS", "TEACHER_RECIPES", "THESIS_SCHEDULE", "config_table",
     "departures_text", "scored_images", "cost_tables", "cost_text", "repeats_thesis", "without_repeated_arm",
-    "recorded_teacher", "teacher_note", "mhist_overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
+    "recorded_teacher", "teacher_note", "dataset_name", "overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
     "sweep_shown", "share_table", "share_effects", "mnist_record", "summary_text", "lessons_text", "mnist_lessons_text",
-    "label_noise_text", "verdict_counts", "verdicts_text", "GENERATED_NOTE", "full_record",
+    "label_noise_text", "verdict_counts", "verdicts_text", "GENERATED_NOTE", "full_record", "cifar_record",
+    "PHOTO_COMPARISONS", "teacher_gaps", "gap_text", "stage_table", "sizes_table", "photo_lessons_text",
+    "thesis_comparison_text", "THESIS_CIFAR",
 ]
 
 REGIME_WORDS = {"thesis": "thesis regime (frozen backbone)", "finetune": "fine-tuning regime"}
+DATASET_WORDS = {"mhist": "MHIST", "cifar10": "CIFAR-10"}
 METRIC_HEADERS = {"accuracy": "accuracy (%)", "precision": "macro precision (%)", "recall": "macro recall (%)",
                   "f1": "macro F1 (%)", "auc": "AUC (%)"}
 METRIC_WORDS = {"accuracy": "accuracy", "precision": "macro precision", "recall": "macro recall", "f1": "macro F1",
@@ -54,12 +59,17 @@ TEACHER_RECIPES = {"two_phase": "a new head on the frozen network, then its last
                                "network, then its last stage (settings of the fine-tuning regime below), their "
                                "logits averaged",
                    "fine_tune": "fine-tuned whole like the students of the fine-tuning regime: a new head, then every "
-                                "layer"}
+                                "layer",
+                   "airbench": "trained from scratch on the 32-px images with the airbench94 recipe (kdcourse.cifar_teacher), "
+                               "epoch chosen on validation"}
 # the thesis's schedule for its students and teacher (its Section 5.3.1)
 THESIS_SCHEDULE = {"max_epochs": 200, "early_stopping_patience": 10, "plateau_patience": 3, "dropout": 0.2}
 
 GENERATED_NOTE = ("SMOKE RUN ON GENERATED IMAGES WITH RANDOM WEIGHTS: this run uses a small generated set in CIFAR-10's file "
-                  "format (coloured squares on noise, not photographs) and two small networks with random weights.")
+                  "format (coloured squares on noise, not photographs), a student with random weights and a teacher "
+                  "trained on those images for two epochs.")
+# the thesis's CIFAR-10 results: ResNet-18 test accuracy (%), mean ± std over seeds 0, 7 and 42
+THESIS_CIFAR = {"tl": (93.46, 0.91), "tlkd": (97.02, 1.24)}
 
 
 def _values(values: tuple[float, ...]) -> str:
@@ -79,9 +89,23 @@ def config_table(config: TlkdConfig, title: str) -> tables.Table:
                                    f"{config.finetune_epochs} epochs at {config.finetune_lr:g} (AdamW, cosine; pretrained "
                                    "BatchNorm statistics frozen)"),
             ("TL+KD", f"thesis T = {config.thesis_kd[0]:g}, α = {config.thesis_kd[1]:g}; grid T ∈ "
-                      f"{{{_values(config.temperatures)}}} × α ∈ {{{_values(config.alphas)}}}"),
-            ("sweeps (thesis regime)", "; ".join(f"{s.replace('_', ' ')} {_values(levels)}" for s, levels in config.sweeps))]
+                      f"{{{_values(config.temperatures)}}} × α ∈ {{{_values(config.alphas)}}}, searched in the "
+                      f"{' and '.join(REGIME_WORDS[r] for r in config.regimes if r in config.grid_regimes)}"),
+            ("sweeps (thesis regime)", "; ".join(f"{s.replace('_', ' ')} {_values(levels)}" for s, levels in config.sweeps)),
+            ("sweep teacher", _sweep_teacher(config))]
+    if not pair.pretrained_teacher:
+        rows.insert(3, ("teacher's epochs", f"{config.teacher_epochs}, batches of {config.teacher_batch_size}, at 32 px"))
     return tables.readable(pd.DataFrame(rows, columns=["setting", "value"]), caption=title)
+
+
+def _sweep_teacher(config: TlkdConfig) -> str:
+    """Which teacher each sweep distils from, in words."""
+    retrained = [{"fraction": "fewer images", "label_noise": "noisy labels"}[s] for s in config.retrained_sweeps
+                 if s in dict(config.sweeps)]
+    if not retrained:
+        return "the seed's teacher, fixed (it sees the same occluded images as the student)"
+    return (f"trained again on the sweep's own training set for {' and '.join(retrained)}; the seed's teacher, fixed, "
+            "for the occlusions (it sees the same occluded images)")
 
 
 def departures_text(config: TlkdConfig) -> str:
@@ -93,18 +117,8 @@ def departures_text(config: TlkdConfig) -> str:
             f"the rate cut after {config.plateau_patience} stalled epochs instead of {thesis['plateau_patience']}, and no "
             f"dropout instead of a dropout of {thesis['dropout']:g}. The reason is the budget of a CPU: every network of "
             f"the study is trained for {in_words(len(config.seeds))} seeds, and the validation curves of these heads "
-            "flatten well before the cap (the overview of the MHIST run below says when each run stopped). The thesis says its "
+            "flatten well before the cap (the overviews of the runs below say when each run stopped). The thesis says its "
             f"rate was \"reduced by 10 %\" on a plateau; we read that as the usual tenfold cut (× {PLATEAU_FACTOR:g}).")
-
-
-def scored_images(masks: np.ndarray, count: int) -> tuple[np.ndarray, str]:
-    """The first ``count`` images whose mask ``(N, H, W)`` found an object (neither empty nor full), and a
-    sentence that says how many did."""
-    area = masks.reshape(len(masks), -1).mean(1)
-    found = (area > 0) & (area < 1)
-    scored = np.flatnonzero(found)[:count]
-    return scored, (f"GrabCut found an object in {int(found.sum())} of the first {len(masks)} test images; "
-                    f"the first {len(scored)} of them are scored")
 
 
 def cost_tables(cost: Mapping[str, Any]) -> tuple[tables.Table, tables.Table]:
@@ -114,18 +128,18 @@ def cost_tables(cost: Mapping[str, Any]) -> tuple[tables.Table, tables.Table]:
     rates = pd.DataFrame([{"pass": k, "images per second": v} for k, v in cost["rates"].items()])
     return (tables.readable(rates, digits=1, caption=f"Measured throughput at 224 px ({cost['device']})"),
             tables.readable(estimate.assign(hours=estimate.seconds / 3600).drop(columns="seconds"), digits=1,
-                            caption="The CIFAR-10 profile, by stage: images through each network and the time at the "
+                            caption="The thesis's pair on CIFAR-10, by stage: images through each network and the time at the "
                                     "rates above"))
 
 
 def cost_text(cost: Mapping[str, Any]) -> str:
-    """What the CIFAR-10 profile costs in hours, its largest stages, and the thesis's recipe without caches."""
+    """What the thesis's pair on CIFAR-10 costs in hours, its largest stages, and the thesis's recipe without caches."""
     estimate = pd.DataFrame(cost["table"])
     cached = estimate[~estimate.stage.str.startswith("thesis recipe")]
     uncached = estimate[estimate.stage.str.startswith("thesis recipe")]
     on_gpu = "GPU" in cost["device"] or "NVIDIA" in cost["device"]
     return (
-        f"At the rates measured on {cost['device']}, the CIFAR-10 profile needs about {cached.seconds.sum() / 3600:.0f} hours "
+        f"At the rates measured on {cost['device']}, the thesis's pair on CIFAR-10 needs about {cached.seconds.sum() / 3600:.0f} hours "
         f"of computation; the largest stages are "
         + " and ".join(f"{stage} ({seconds / cached.seconds.sum():.0%})"
                        for stage, seconds in cached.groupby("stage").seconds.sum().nlargest(2).items()) + ". "
@@ -175,16 +189,35 @@ def teacher_note(found: Mapping[str, Any], config: TlkdConfig) -> str:
             "run of this chapter records it. Every number below is the record's.\n")
 
 
-def mhist_overview(found: Mapping[str, Any]) -> str:
-    """The split sizes, networks, teacher scores and chosen (T, α) of an MHIST record, one line each; the
+def dataset_name(found: Mapping[str, Any]) -> str:
+    """The data set of a record in words: ``"MHIST"`` or ``"CIFAR-10"``."""
+    return DATASET_WORDS[PAIRS[found["config"]["pair"]].dataset]
+
+
+def _teacher_words(found: Mapping[str, Any]) -> str:
+    """The teacher of a record: its network, an ensemble's members, or the network trained from scratch."""
+    networks = recorded_teacher(found)
+    if not networks:
+        return (f"an AirbenchNet trained from scratch at 32 px for {found['config']['teacher_epochs']} epochs "
+                f"(best validation epoch {_range(pd.DataFrame(found['teachers']).best_epoch)})")
+    return networks[0] if len(networks) == 1 else f"the ensemble of {' + '.join(networks)}"
+
+
+def _range(values: pd.Series) -> str:
+    low, high = int(values.min()), int(values.max())
+    return f"{low}" if low == high else f"{low} to {high}"
+
+
+def overview(found: Mapping[str, Any]) -> str:
+    """The split sizes, networks, teacher scores and chosen (T, α) of a record, one line each; the
     thesis regime's line also says when its students stopped."""
     teachers, counts = pd.DataFrame(found["teachers"]), found["data_counts"]
-    networks = recorded_teacher(found)
-    teacher = networks[0] if len(networks) == 1 else f"the ensemble of {' + '.join(networks)}"
-    lines = [f"{counts['train']} training, {counts['val']} validation and {counts['test']} test images; "
-             f"teacher {teacher}, student {found['weights']['student']}; "
-             f"teacher test accuracy {tables.mean_std_text(100 * teachers.accuracy.mean(), 100 * teachers.accuracy.std(), 1)} %, "
-             f"AUC {tables.mean_std_text(teachers.auc.mean(), teachers.auc.std(), 3)}"]
+    auc = (f", AUC {tables.mean_std_text(teachers.auc.mean(), teachers.auc.std(), 3)}"
+           if "auc" in teachers and teachers.auc.notna().all() else "")
+    lines = [f"{dataset_name(found)}: {counts['train']} training, {counts['val']} validation and {counts['test']} test "
+             f"images; teacher {_teacher_words(found)}, student {found['weights']['student']} at {found['config']['size']} px; "
+             f"teacher test accuracy {tables.mean_std_text(100 * teachers.accuracy.mean(), 100 * teachers.accuracy.std(), 1)} %"
+             + auc]
     lines += [f"{regime} regime: (T, α) chosen on validation accuracy: T = {chosen['temperature']:g}, α = {chosen['alpha']:g}"
               + (" (the thesis's: its chosen arm is not shown apart)" if repeats_thesis(found, regime) else "")
               + (_stopping(found) if regime == "thesis" else "")
@@ -212,11 +245,11 @@ def effect_cells(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     return out[[c for c in out.columns if c != "verdict"] + ["verdict"]]
 
 
-def score_tables(runs: pd.DataFrame) -> tuple[tables.Table, tables.Table]:
-    """Test scores per regime and arm, and TL+KD − TL paired over seeds (hypothesis 1); AUC where recorded
-    (two classes). Pass ``runs`` through :func:`without_repeated_arm` first."""
+def score_tables(runs: pd.DataFrame, name: str) -> tuple[tables.Table, tables.Table]:
+    """Test scores per regime and arm on data set ``name``, and TL+KD − TL paired over seeds (hypothesis 1);
+    AUC where recorded (two classes). Pass ``runs`` through :func:`without_repeated_arm` first."""
     scores = tables.readable(labelled(arm_scores(runs)), METRIC_HEADERS, scale=100, digits=1,
-                             caption="MHIST test scores, mean ± std over seeds")
+                             caption=f"{name} test scores, mean ± std over seeds")
     effects = effect_cells(effects_table(runs), "TL+KD − TL (points)")
     effects["metric"] = effects["metric"].map(METRIC_WORDS)
     return scores, tables.readable(labelled(effects), {"metric": "metric"},
@@ -249,21 +282,25 @@ def sweep_shown(sweeps: pd.DataFrame) -> tuple[pd.DataFrame, tables.Table]:
     """:func:`~kdcourse.studies.tlkd.tables.sweep_table` and its table, accuracies in %."""
     h4 = sweep_table(sweeps)
     shown = effect_cells(h4, "TL+KD − TL (points)")
-    for column in ("TL mean", "TL std", "TL+KD mean", "TL+KD std"):
-        shown[column] = 100 * shown[column]
+    for column in ("TL mean", "TL std", "TL+KD mean", "TL+KD std", "teacher accuracy"):
+        if column in shown:
+            shown[column] = 100 * shown[column]
     shown = shown[[c for c in shown.columns if c != "verdict"] + ["verdict"]]
     shown["sweep"] = shown["sweep"].map(SWEEP_WORDS)
     shown["level"] = [f"{level:g}" for level in shown["level"]]  # 0.25 and 0.95, not rounded to one decimal
     shown["arm"] = shown["arm"].map(ARM_LABELS)
-    return h4, tables.readable(shown, {"TL": "TL accuracy (%)", "TL+KD": "TL+KD accuracy (%)"}, scale=1, digits=1,
+    return h4, tables.readable(shown, {"TL": "TL accuracy (%)", "TL+KD": "TL+KD accuracy (%)",
+                                       "teacher accuracy": "teacher accuracy (%)"}, scale=1, digits=1,
                                caption="Test accuracy under each sweep level, TL+KD minus TL paired over seeds")
 
 
-def share_table(shares: pd.DataFrame, what: str) -> tables.Table:
-    """Foreground share and stroke area per model, mean ± std over images and seeds."""
+def share_table(shares: pd.DataFrame, what: str, foreground: str = "strokes") -> tables.Table:
+    """Foreground share and the foreground's area per model, mean ± std over images and seeds; ``foreground``
+    names it (``"strokes"`` on MNIST, ``"object"`` for a GrabCut mask)."""
     summary = shares.groupby("model", sort=False)[["share", "stroke"]].agg(["mean", "std"])
     summary.columns = [f"{c} {s}" for c, s in summary.columns]
-    headers = {"share": "positive SHAP mass on strokes (%)", "stroke": "strokes' share of the image (%)"}
+    headers = {"share": f"positive SHAP mass on the {foreground} (%)", "stroke": f"the {foreground}' share of the image (%)"
+               if foreground.endswith("s") else f"the {foreground}'s share of the image (%)"}
     seeds = ", ".join(map(str, sorted(shares.seed.unique())))
     return tables.readable(summary, headers, scale=100, digits=1, caption=f"{what}: {shares.image.nunique()} test "
                            f"images × seeds {seeds}, mean ± std over images and seeds")
@@ -273,9 +310,7 @@ def share_effects(shares: pd.DataFrame, comparisons: tuple[tuple[str, str], ...]
                   ) -> tuple[pd.DataFrame, tables.Table]:
     """:func:`~kdcourse.studies.tlkd.foreground.foreground_effects` of ``comparisons`` and its table (points)."""
     effects = foreground_effects(shares, comparisons)
-    caption = ("Differences in foreground share (points): over seeds (per-seed means) and over images"
-               if comparisons == FOREGROUND_COMPARISONS else
-               "TL+KD − TL: foreground share of positive SHAP mass (points), over seeds and over images")
+    caption = "Differences in foreground share (points): over seeds (per-seed means) and over images"
     caption += f". Last column, the claim's verdict: {stats.JOINT_RULE[0].lower() + stats.JOINT_RULE[1:]}"
     return effects, tables.readable(effects, scale=1, digits=2, caption=caption)
 
@@ -286,25 +321,116 @@ def mnist_record(foreground: ForegroundOutcome, seeds: tuple[int, ...], samples:
             "seconds": round(foreground.seconds, 1), "seeds": list(seeds), "samples": samples}
 
 
-def summary_text(mhist: Mapping[str, Any] | None, cifar_run: bool) -> str:
-    """The one-line summary of a full-profile result file."""
-    if not mhist:
-        return ("CIFAR-10 not run; " if not cifar_run else "") + "MHIST not run"
-    means = pd.DataFrame(mhist["runs"]).groupby(["regime", "arm"], sort=False).accuracy.mean().reset_index()
-    return (("CIFAR-10 not run; " if not cifar_run else "") + "MHIST: "
-            + "; ".join(f"{row.regime} {row.arm} {row.accuracy:.4f}" for row in means.itertuples())
-            + " (test accuracy, mean over seeds)")
+def summary_text(mhist: Mapping[str, Any] | None, cifar: Mapping[str, Any] | None) -> str:
+    """The one-line summary of a full-profile result file: each data set's mean test accuracy per regime and arm."""
+    parts = []
+    for found, name in ((cifar, "CIFAR-10"), (mhist, "MHIST")):
+        if not found:
+            parts.append(f"{name} not run")
+            continue
+        means = pd.DataFrame(found["runs"]).groupby(["regime", "arm"], sort=False).accuracy.mean().reset_index()
+        parts.append(f"{name}: " + "; ".join(f"{row.regime} {row.arm} {row.accuracy:.4f}" for row in means.itertuples()))
+    return "; ".join(parts) + " (test accuracy, mean over seeds)"
 
 
-def full_record(mhist: dict | None, mnist: dict | None, cifar: TlkdOutcome | None, cifar_shares: pd.DataFrame | None,
-                cost: dict | None) -> dict:
+def cifar_record(outcome: TlkdOutcome, photo: PhotoForeground | None, sizes: pd.DataFrame | None) -> dict:
+    """The JSON-ready record of a CIFAR-10 run: :func:`outcome_record`, the foreground shares of hypothesis 2
+    with the sentence on how many GrabCut masks were usable and the seconds of the SHAP maps
+    (:func:`kdcourse.studies.tlkd.foreground.photo_foreground`), and the student's size comparison
+    (:func:`kdcourse.studies.tlkd.costs.student_sizes`)."""
+    record = outcome_record(outcome) | {"device": provenance.device_description()}
+    if photo is not None:
+        record["foreground"] = {"shares": json_records(photo.shares), "masks": photo.found, "seconds": round(photo.seconds, 1)}
+    if sizes is not None:
+        record["sizes"] = json_records(sizes)
+    return record
+
+
+def full_record(mhist: dict | None, mnist: dict | None, cifar: dict | None, cost: dict | None) -> dict:
     """The findings a full-profile run writes: each part's record (``"not run"`` for a part that did not
-    run), the cost record and the one-line summary."""
-    cifar_record: dict | str = "not run"
-    if cifar is not None:
-        cifar_record = outcome_record(cifar) | {"foreground": json_records(cifar_shares)}
+    run), the cost record of the thesis's pair and the one-line summary."""
     return {"mhist": mhist if mhist is not None else "not run", "mnist_foreground": mnist if mnist is not None else "not run",
-            "cifar10": cifar_record, "cost": cost, "summary": summary_text(mhist, cifar is not None)}
+            "cifar10": cifar if cifar is not None else "not run", "cost": cost, "summary": summary_text(mhist, cifar)}
+
+
+PHOTO_COMPARISONS = (("tlkd_thesis", "tl"), ("teacher", "tl"), ("teacher", "tlkd_thesis"))  # hypothesis 2 on CIFAR-10
+
+
+def teacher_gaps(found: Mapping[str, Any]) -> pd.DataFrame:
+    """Teacher minus TL student in test accuracy (points), paired over seeds, per regime of a record: the
+    room a distillation study has. Columns of :class:`kdcourse.stats.Effect` with ``regime``."""
+    teachers = pd.DataFrame(found["teachers"]).set_index("seed").accuracy
+    runs = pd.DataFrame(found["runs"])
+    rows = []
+    for regime in dict.fromkeys(runs.regime):
+        tl = runs[(runs.regime == regime) & (runs.arm == "tl")].set_index("seed").accuracy
+        rows.append({"regime": regime, **stats.paired_effect(teachers[tl.index], tl).as_dict()})
+    return pd.DataFrame(rows)
+
+
+def gap_text(found: Mapping[str, Any]) -> str:
+    """The teacher–student gap of each regime in one sentence."""
+    gaps = teacher_gaps(found)
+    return (f"On {dataset_name(found)} the teacher leads the TL student by "
+            + " and ".join(f"{Effect.from_dict(row).describe(1)} in the {REGIME_WORDS[row['regime']]}"
+                           for row in gaps.to_dict("records")) + ".")
+
+
+def stage_table(found: Mapping[str, Any]) -> tables.Table:
+    """The computing time of each stage of a run (its training, caches and SHAP maps), in minutes and shares."""
+    seconds = dict(found["stage_seconds"])
+    if "foreground" in found:
+        seconds["SHAP maps (hypothesis 2)"] = found["foreground"]["seconds"]
+    if "sizes" in found:
+        seconds["the student's size comparison"] = float(pd.DataFrame(found["sizes"]).seconds.sum())
+    frame = pd.DataFrame({"stage": list(seconds), "minutes": [v / 60 for v in seconds.values()]})
+    frame["share (%)"] = 100 * frame.minutes / frame.minutes.sum()
+    total = frame.minutes.sum()
+    return tables.readable(frame, digits=1, caption=f"{dataset_name(found)}: computing time by stage, {total:.0f} minutes "
+                                                    f"in all ({found['device']})")
+
+
+def sizes_table(found: Mapping[str, Any]) -> tables.Table:
+    """The student's size comparison of a CIFAR-10 record: probe accuracy and throughput per image side."""
+    sizes = pd.DataFrame(found["sizes"])
+    shown = pd.DataFrame({"side (px)": sizes["size"], "probe validation accuracy (%)": 100 * sizes.probe_val_accuracy,
+                          "forward (images/s)": sizes["forward"], "forward+backward (images/s)": sizes["forward+backward"]})
+    return tables.readable(shown, digits=1, caption="The pretrained student at three image sides: a linear probe on "
+                                                    "its frozen features, and its speed")
+
+
+def thesis_comparison_text(found: Mapping[str, Any]) -> str:
+    """Our thesis-regime TL and TL+KD (thesis setting) on CIFAR-10 beside the thesis's results, and how to read them."""
+    runs = pd.DataFrame(found["runs"])
+    thesis = runs[runs.regime == "thesis"]
+    tl, kd = (thesis[thesis.arm == arm].accuracy for arm in ("tl", "tlkd_thesis"))
+    h1 = effects_table(without_repeated_arm(runs, found))
+    effect = _effect_of(h1, regime="thesis", arm="tlkd_thesis", metric="accuracy")
+    (tl_mean, tl_std), (kd_mean, kd_std) = THESIS_CIFAR["tl"], THESIS_CIFAR["tlkd"]
+    return (f"The thesis reports {tl_mean:.2f} ± {tl_std:.2f} % for its ResNet-18 with TL alone and {kd_mean:.2f} ± {kd_std:.2f} % "
+            f"with TL+KD at T = 10, α = 0.1, both selected on the test set. In the same regime, a frozen backbone with a new "
+            f"head, our {found['weights']['student']} at {found['config']['size']} px reaches "
+            f"{tables.mean_std_text(100 * tl.mean(), 100 * tl.std(), 2)} % with TL alone and "
+            f"{tables.mean_std_text(100 * kd.mean(), 100 * kd.std(), 2)} % with TL+KD at the same setting, selected on "
+            f"validation; paired over seeds the difference is {effect.describe()}. The levels are not comparable: another "
+            "student, far smaller, at a smaller side, and another teacher. What does compare is the direction and size of "
+            "the paired gain under honest selection, which is what the thesis's hypothesis is about.")
+
+
+def photo_lessons_text(shares: pd.DataFrame, effects: pd.DataFrame, masks_found: str) -> str:
+    """What the CIFAR-10 foreground shares (hypothesis 2 on photographs) and their effects say."""
+    by_pair = effects.set_index(["model", "baseline"])
+    means = shares.groupby("model").share.mean()
+    kd_tl = by_pair.loc[("tlkd_thesis", "tl")]
+    names = {"teacher": "the teacher", "tl": "the TL student", "tlkd_thesis": "the TL+KD student"}
+    return (
+        f"* CIFAR-10, hypothesis 2: {masks_found}. Of its positive SHAP mass the teacher puts {100 * means['teacher']:.1f} % "
+        f"on the object, the TL student {100 * means['tl']:.1f} % and the TL+KD student {100 * means['tlkd_thesis']:.1f} % "
+        f"(the objects cover {100 * shares.stroke.mean():.1f} % of the image). TL+KD − TL: "
+        f"{stats.signed(kd_tl['seeds mean'])} points over seeds ({kd_tl['seeds verdict']}), "
+        f"{stats.signed(kd_tl['images mean'])} points over images ({kd_tl['images verdict']}). "
+        + _direction(kd_tl, names["tlkd_thesis"], names["tl"], "the object")
+        + " " + _direction(by_pair.loc[("teacher", "tl")], names["teacher"], names["tl"], "the object"))
 
 
 def _effect_of(frame: pd.DataFrame, **where: object) -> Effect:
@@ -323,23 +449,28 @@ def _arm_text(h1: pd.DataFrame, regime: str, arm: str, setting: str) -> str:
     return f"TL+KD at {setting} changes it by {effect('accuracy').describe()} ({'; '.join(others)})"
 
 
-def label_noise_text(h4: pd.DataFrame) -> str:
+def label_noise_text(h4: pd.DataFrame, retrained: bool = False) -> str:
     """Which label-noise levels of :func:`~kdcourse.studies.tlkd.tables.sweep_table` clear the noise, read with
-    the leak of clean labels through the sweeps' teacher in mind (empty without a label-noise sweep)."""
+    the sweeps' teacher in mind: one that learned the clean labels leaks them, one ``retrained`` on the same
+    noisy labels does not (empty without a label-noise sweep)."""
     rows = h4[h4.sweep == "label_noise"]
     if rows.empty:
         return ""
     cleared = [f"{level:g}" for level in rows[rows.verdict == stats.VERDICTS[0]].level]
     if not cleared:
-        return f"In this record no label-noise level (of {len(rows)}) clears the noise, leak or not."
+        return (f"In this record no label-noise level (of {len(rows)}) clears the noise"
+                + (", with a teacher that learned from the same noisy labels." if retrained else ", leak or not."))
     which = (f"the one label-noise level where TL+KD clears the noise is {cleared[0]}" if len(cleared) == 1 else
              f"the label-noise levels where TL+KD clears the noise are {' and '.join(cleared)}")
+    if retrained:
+        return (f"In this record, {which} (of {len(rows)} levels), with a teacher that learned from the same noisy "
+                "labels as its student: no clean label reaches the student, so the gain is the teacher's, not a leak.")
     return (f"In this record, {which} (of {len(rows)} levels): exactly where the teacher's knowledge of the clean "
             "labels, rather than robustness to noise, can explain a gain.")
 
 
 def lessons_text(found: Mapping[str, Any], speed: pd.DataFrame, h4: pd.DataFrame) -> str:
-    """What the MHIST record says about hypotheses 1, 3 and 4, one bullet each (per regime for 1)."""
+    """What a record says about hypotheses 1, 3 and 4, one bullet each (per regime for 1)."""
     runs, sweeps = pd.DataFrame(found["runs"]), pd.DataFrame(found["sweeps"])
     h1 = effects_table(without_repeated_arm(runs, found))
     lines = []
@@ -350,30 +481,32 @@ def lessons_text(found: Mapping[str, Any], speed: pd.DataFrame, h4: pd.DataFrame
                     "tlkd_chosen": f"the T = {chosen['temperature']:g}, α = {chosen['alpha']:g} chosen on validation"}
         arms = "; ".join(_arm_text(h1, regime, arm, settings[arm]) for arm in kd_arms(h1, regime))
         lines.append(
-            f"* MHIST, {REGIME_WORDS[regime]}: TL alone reaches {tables.mean_std_text(100 * tl.mean(), 100 * tl.std(), 1)} % "
+            f"* {dataset_name(found)}, {REGIME_WORDS[regime]}: TL alone reaches {tables.mean_std_text(100 * tl.mean(), 100 * tl.std(), 1)} % "
             f"test accuracy; {arms}."
             + (" Validation chose the thesis's setting here, so there is no second, independent KD arm in this regime."
                if repeats_thesis(found, regime) else ""))
     cleared = h4[h4.verdict == stats.VERDICTS[0]]
     settings = "the thesis's (T, α), which validation also chose" if sweeps.arm.nunique() == 2 else "both KD settings"
-    lines.append(f"* Of the {len(h4)} sweep comparisons (every level, {settings}), {len(cleared)} "
+    lines.append(f"* {dataset_name(found)}: of the {len(h4)} sweep comparisons (every level, {settings}), {len(cleared)} "
                  f"{'clears' if len(cleared) == 1 else 'clear'} the noise"
                  + (": " + "; ".join(f"{SWEEP_WORDS[r.sweep]} {r.level:g}, {ARM_LABELS[r.arm]}: {stats.signed(r.mean)} points"
                                      for r in cleared.itertuples()) if len(cleared) else "")
                  + "." + (" Under label noise the teacher leaks the clean labels (see hypothesis 4)."
-                          if "label_noise" in set(cleared.sweep) else ""))
+                          if "label_noise" in set(cleared.sweep)
+                          and "label_noise" not in found["config"].get("retrained_sweeps", []) else ""))
     faster = speed[speed.verdict == stats.VERDICTS[0]] if "verdict" in speed.columns else speed.iloc[:0]
-    lines.append(f"* Epochs to a validation threshold: {len(faster)} of {len(speed)} comparisons clear the noise.")
+    lines.append(f"* {dataset_name(found)}, epochs to a validation threshold: {len(faster)} of {len(speed)} comparisons "
+                 "clear the noise.")
     return "\n".join(lines)
 
 
-def _direction(row: pd.Series, model: str, baseline: str) -> str:
+def _direction(row: pd.Series, model: str, baseline: str, foreground: str = "the strokes") -> str:
     """One sentence from a row of ``foreground_effects``, decided by its joint verdict (seeds and images)."""
     if row["verdict"] == stats.VERDICTS[2]:
         return f"By the joint rule, {model} and {baseline} cannot be told apart on this measure."
     more = "more" if row["images mean"] > 0 else "less"
     verb = "puts" if row["verdict"] == stats.VERDICTS[0] else "may put"
-    return (f"{model[0].upper() + model[1:]} {verb} {more} of its attribution on the strokes than {baseline} "
+    return (f"{model[0].upper() + model[1:]} {verb} {more} of its attribution on {foreground} than {baseline} "
             f"({row['verdict']} by the joint rule).")
 
 
@@ -393,32 +526,42 @@ def mnist_lessons_text(shares: pd.DataFrame, effects: pd.DataFrame) -> str:
     )
 
 
-def verdict_counts(mhist: Mapping[str, Any] | None, mnist: Mapping[str, Any] | None) -> dict[str, pd.Series]:
+def verdict_counts(mhist: Mapping[str, Any] | None, mnist: Mapping[str, Any] | None,
+                   cifar: Mapping[str, Any] | None = None) -> dict[str, pd.Series]:
     """Every verdict the chapter draws from the records, by the hypothesis it tests: the effects of
-    hypothesis 1, 3 and 4 on MHIST and one joint verdict per foreground comparison on MNIST (hypothesis 2)."""
+    hypotheses 1, 3 and 4 on each data set, one joint verdict per foreground comparison on MNIST and on
+    CIFAR-10 (hypothesis 2), and the teacher–student gaps of CIFAR-10."""
     counts: dict[str, pd.Series] = {}
-    if mhist:
-        runs, history = (without_repeated_arm(pd.DataFrame(mhist[key]), mhist) for key in ("runs", "history"))
-        speed = speed_table(history, tuple(mhist["config"]["thresholds"]))
-        counts["hypothesis 1, MHIST test scores"] = effects_table(runs).verdict
-        counts["hypothesis 3, MHIST epochs to a threshold"] = speed.get("verdict", pd.Series(dtype=object)).dropna()
-        counts["hypothesis 4, MHIST sweeps"] = sweep_table(pd.DataFrame(mhist["sweeps"])).verdict
+    for found in (cifar, mhist):
+        if not found:
+            continue
+        name = dataset_name(found)
+        runs, history = (without_repeated_arm(pd.DataFrame(found[key]), found) for key in ("runs", "history"))
+        speed = speed_table(history, tuple(found["config"]["thresholds"]))
+        counts[f"hypothesis 1, {name} test scores"] = effects_table(runs).verdict
+        if "foreground" in found:
+            counts[f"hypothesis 2, {name} foreground shares"] = foreground_effects(
+                pd.DataFrame(found["foreground"]["shares"]), PHOTO_COMPARISONS).verdict
+        counts[f"hypothesis 3, {name} epochs to a threshold"] = speed.get("verdict", pd.Series(dtype=object)).dropna()
+        counts[f"hypothesis 4, {name} sweeps"] = sweep_table(pd.DataFrame(found["sweeps"])).verdict
     if mnist:
         counts["hypothesis 2, MNIST foreground shares"] = foreground_effects(pd.DataFrame(mnist["shares"])).verdict
     return counts
 
 
-def verdicts_text(mhist: Mapping[str, Any] | None, mnist: Mapping[str, Any] | None) -> str:
+def verdicts_text(mhist: Mapping[str, Any] | None, mnist: Mapping[str, Any] | None,
+                  cifar: Mapping[str, Any] | None = None) -> str:
     """How many verdicts the chapter draws, how many clear the noise, and what chance alone would give
-    (empty when neither record is there); with foreground shares, the joint rule that judges them."""
-    counts = verdict_counts(mhist, mnist)
+    (empty when no record is there); with foreground shares, the joint rule that judges them."""
+    counts = verdict_counts(mhist, mnist, cifar)
     total = sum(len(v) for v in counts.values())
     if total == 0:
         return ""
     cleared = sum(int((v == stats.VERDICTS[0]).sum()) for v in counts.values())
     parts = "; ".join(f"{what}: {len(v)} ({int((v == stats.VERDICTS[0]).sum())} clear)" for what, v in counts.items())
-    joint = ("" if not mnist else " The foreground shares are judged twice, over seeds and over test images, and the "
-             f"course's joint rule turns the two into one verdict per claim. {stats.JOINT_RULE}")
+    joint = ("" if not (mnist or (cifar and "foreground" in cifar)) else " The foreground shares are judged twice, over "
+             "seeds and over test images, and the course's joint rule turns the two into one verdict per claim. "
+             f"{stats.JOINT_RULE}")
     return (f"* In all, the chapter draws {total} verdicts from the records ({parts}), and {cleared} of them clear the "
             "noise. At the 95 % level about one comparison in twenty clears the noise by chance when nothing changes, "
             f"so about {total / 20:.1f} of these {total} would clear with no effect at all: a single cleared verdict among "

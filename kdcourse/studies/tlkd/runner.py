@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from kdcourse import checkpoints, corruptions, hardware, metrics, paths
 from kdcourse import data as kd_data
 from kdcourse.backbones import backbone, pooled_head, set_trainable, split_at
+from kdcourse.cifar_teacher import AirbenchRecipe, train_cifar_teacher
 from kdcourse.kd.ensemble import Ensemble, average_logits
 from kdcourse.kd.hinton import HintonKD
 from kdcourse.kd.method import CrossEntropy, Method
@@ -27,8 +28,10 @@ from kdcourse.studies.tlkd.config import (
     PAIRS,
     VIEW_CODES,
     TlkdConfig,
+    at_size,
     check,
     load_backbones,
+    resized,
     teacher_roles,
 )
 from kdcourse.train import FitResult, fit, predict_logits
@@ -41,7 +44,10 @@ from kdcourse.transfer import (
     role_views,
 )
 
-__all__ = ["OnImages", "PreLogits", "TlkdOutcome", "run_study", "outcome_record"]
+__all__ = ["OnImages", "PreLogits", "OneView", "STAGES", "TlkdOutcome", "run_study", "outcome_record"]
+
+STAGES = ("teacher", "cached features", "thesis regime", "fine-tuning regime", "sweep teachers", "occluded views",
+          "sweep students")  # the stages of a run whose computing time the record keeps
 
 
 class OnImages(nn.Module):
@@ -67,6 +73,18 @@ class PreLogits(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
+class OneView(nn.Module):
+    """A network's logits of exactly the view it is given: an :class:`~kdcourse.models.AirbenchNet` without its
+    test-time mirror views (what a student seeing that one view distils from)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network.logits(x)
+
+
 @dataclass
 class TlkdOutcome:
     """What :func:`run_study` measured.
@@ -76,10 +94,18 @@ class TlkdOutcome:
     ``train_seconds``. ``confusion``: per regime, arm and seed the test confusion matrix (rows: true
     class). ``history``: one row per (regime, arm, seed, epoch) with ``val_accuracy`` (the fine-tuning
     regime counts the head's epochs first). ``grid``: per (regime, seed, T, α) ``val_accuracy``;
-    ``chosen``: per regime the (T, α) of the best mean. ``sweeps``: per (sweep, level, arm, seed) the
-    test ``accuracy`` and ``f1`` and ``val_accuracy`` (``tlkd_chosen`` only where the thesis regime chose
-    another (T, α) than the thesis's). ``teachers``: per seed the teacher's test scores.
-    ``models``: the networks per regime, arm and seed (on normalised images), for explanations.
+    ``chosen``: per regime the (T, α) of the best mean (a regime outside ``grid_regimes`` takes the first
+    grid regime's). ``sweeps``: per (sweep, level, arm, seed) the test ``accuracy`` and ``f1`` and
+    ``val_accuracy`` (``tlkd_chosen`` only where the thesis regime chose another (T, α) than the thesis's),
+    and the sweep teacher's test ``teacher_accuracy`` (a teacher trained again on the sweep's training set
+    for ``retrained_sweeps``, else the seed's teacher). ``teachers``: per seed the teacher's test scores,
+    ``val_accuracy``, ``best_epoch`` and ``train_seconds``. ``stage_seconds``: the computing time of each stage
+    of the study (:data:`STAGES`), summed from the training time that every fit and cache keeps, so that a run
+    resumed from checkpoints still reports what the whole run cost; ``cache_seconds`` and ``sweep_seconds`` are
+    the wall time of this call's caches and sweeps.
+    ``models``: the networks per regime, arm and seed (on normalised images), for explanations;
+    ``teacher_models``: the teacher of each seed (on normalised images as the teacher sees them: the data's
+    own size for a teacher from scratch).
     """
 
     config: TlkdConfig
@@ -94,7 +120,9 @@ class TlkdOutcome:
     weights: dict[str, str]
     cache_seconds: float
     sweep_seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     models: dict[str, dict[str, dict[int, nn.Module]]] = field(default_factory=dict)
+    teacher_models: dict[int, nn.Module] = field(default_factory=dict)
 
 
 def _scores(logits: Tensor, labels: Tensor) -> dict[str, float]:
@@ -109,26 +137,31 @@ class _Study:
 
     def __init__(self, config: TlkdConfig, dataset: kd_data.ImageData, folder: Path,
                  device: torch.device) -> None:
-        self.config, self.dataset, self.folder, self.device = config, dataset, folder, device
+        self.config, self.folder, self.device = config, folder, device
+        self.native = dataset  # as loaded: what a teacher trained from scratch sees
+        self.dataset = at_size(dataset, config.size)  # what the pretrained networks see
         self.amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
         self.pair = PAIRS[config.pair]
         self.codes = VIEW_CODES[self.pair.dataset]
         self.classes = len(CLASSES[self.pair.dataset])
         self.nets = load_backbones(config)  # fails first, and clearly, when pretrained weights are missing
         start = time.perf_counter()
-        self.views = {role: role_views(role, net, dataset, config.split_reduction, folder.parent / "cache", device,
+        self.views = {role: role_views(role, net, self.dataset, config.split_reduction, folder.parent / "cache", device,
                                        self.amp, self.codes)
                       for role, net in self.nets.items()}
         self.cache_seconds = time.perf_counter() - start
         self.teacher_roles = teacher_roles(self.pair)
-        first = self.nets[next(iter(self.teacher_roles))]
-        self.teacher_normalisation = (first.mean, first.std)  # the members of an ensemble share it (checked)
+        if self.teacher_roles:
+            first = self.nets[next(iter(self.teacher_roles))]
+            self.teacher_normalisation = (first.mean, first.std)  # the members of an ensemble share it (checked)
+        else:
+            self.teacher_normalisation = (dataset.mean, dataset.std)  # a teacher from scratch: the data's own statistics
         if any((net.mean, net.std) != self.teacher_normalisation for role, net in self.nets.items() if role != "student"):
             raise ValueError("the members of an ensemble teacher must take the same input normalisation")
         names = {role: net.name for role, net in self.nets.items()}
         # the MHIST chapter selects its teacher on AUC
         settings = TwoPhaseSettings.from_config(config, names, val_metric="auc" if self.classes == 2 else "accuracy")
-        self.teacher_runner = TwoPhaseRunner(settings, dataset, self.views, folder, device, self.amp)
+        self.teacher_runner = TwoPhaseRunner(settings, self.dataset, self.views, folder, device, self.amp)
         self.features = {"student": PreLogits(self.nets["student"].model).eval()}  # the frozen pretrained student
 
     def _logits(self, module: nn.Module, inputs: Tensor) -> Tensor:
@@ -136,22 +169,59 @@ class _Study:
 
     def teacher(self, seed: int) -> tuple[nn.Module, Tensor, dict[str, float]]:
         """The teacher of ``seed``: its network (normalised images → logits), its logits on every training view
-        ``(V, N, K)`` and its test scores."""
+        ``(V, N, K)`` and its test scores, with its ``val_accuracy``, ``best_epoch`` and ``train_seconds``."""
+        if self.pair.teacher_recipe == "airbench":
+            network, train_logits, scores = self.airbench(seed, "teacher", self.native.train)
+            return network, train_logits, scores
         if self.pair.teacher_recipe in ("two_phase", "ensemble"):
-            members = []
+            members, fits = [], []
             for role in self.teacher_roles:
                 trained = self.teacher_runner.two_phase(role, seed, role, keep_train_logits=True)
                 trunk, _ = split_at(self.nets[role].model, self.config.split_reduction)
                 members.append((nn.Sequential(trunk, trained.top), trained.train_logits, trained.test_logits))
+                fits += [trained.head_fit, trained.fit]
             network = members[0][0] if len(members) == 1 else Ensemble([m[0] for m in members])
             train_logits = average_logits([m[1] for m in members])
             test_logits = average_logits([m[2] for m in members])
+            trained_for = {"val_accuracy": np.nan, "best_epoch": np.nan,
+                           "train_seconds": sum(f.train_seconds for f in fits)}  # members are selected on their own
         else:
-            network, test_logits, _, _ = self._fine_tuned("teacher", seed, "teacher", CrossEntropy(), None)
+            network, test_logits, _, result = self._fine_tuned("teacher", seed, "teacher", CrossEntropy(), None)
             on_images = OnImages(network, *self.teacher_normalisation)
             train_logits = torch.stack([predict_logits(on_images, self._image_batches(view), device=self.device, amp_dtype=self.amp)
                                         for view in self.image_views])
-        return network.eval(), train_logits, _scores(test_logits, self.dataset.test.y)
+            trained_for = {"val_accuracy": result.best_val_score, "best_epoch": result.best_epoch,
+                           "train_seconds": result.train_seconds}
+        return network.eval(), train_logits, _scores(test_logits, self.dataset.test.y) | trained_for
+
+    def airbench(self, seed: int, name: str, train: kd_data.ImageSplit, logits_of: Tensor | None = None,
+                 ) -> tuple[nn.Module, Tensor, dict[str, float]]:
+        """An :class:`~kdcourse.models.AirbenchNet` trained from scratch on ``train`` (the data's own images, a
+        subset or relabelled copy of them) with :func:`kdcourse.cifar_teacher.train_cifar_teacher`, selected on
+        the validation split; returns it (with its test-time views), its one-view logits ``(V, n, K)`` on every
+        view of the uint8 images ``logits_of`` (default: the whole training split) and its test scores (as
+        :meth:`teacher`)."""
+        config = self.config
+        data = dataclasses.replace(self.native, train=train)
+        model, result = train_cifar_teacher(data, seed=seed, epochs=config.teacher_epochs, device=self.device,
+                                            amp_dtype=self.amp, checkpoint=self.folder / f"seed{seed}_{name}.ckpt",
+                                            recipe=AirbenchRecipe(batch_size=config.teacher_batch_size), progress=None)
+        model.eval()
+        train_logits = self._on_native(OneView(model), self.native.train.x if logits_of is None else logits_of)
+        test_logits = apply_in_batches(OnImages(model, *self.teacher_normalisation), self.native.test.x, batch_size=500,
+                                       device=self.device, amp_dtype=self.amp)
+        trained_for = {"val_accuracy": result.best_val_score, "best_epoch": result.best_epoch,
+                       "train_seconds": result.train_seconds}
+        return model, train_logits, _scores(test_logits, self.native.test.y) | trained_for
+
+    def _on_native(self, teacher: nn.Module, images: Tensor) -> Tensor:
+        """``teacher``'s logits ``(V, n, K)`` on every view of uint8 ``images`` as the teacher sees them (the
+        native images for a teacher from scratch, else at the study's size)."""
+        if self.pair.pretrained_teacher:
+            images = resized(kd_data.ImageSplit(images, torch.zeros(len(images), dtype=torch.long)), self.config.size).x
+        on_images = OnImages(teacher, *self.teacher_normalisation)
+        return torch.stack([apply_in_batches(on_images, dihedral_view(images, code), batch_size=64 if self.pair.pretrained_teacher
+                                             else 500, device=self.device, amp_dtype=self.amp) for code in self.codes])
 
     def _thesis_head(self, role: str, seed: int, name: str, method: Method, pooled: Tensor, targets: Tensor,
                      soft: Tensor | None = None) -> tuple[nn.Module, FitResult]:
@@ -229,33 +299,66 @@ class _Study:
         return torch.stack([dihedral_view(self.dataset.train.x, code) for code in self.codes])
 
     def occluded(self, teacher: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Student pooled features ``(V, n, D)`` (of its frozen pretrained network) and teacher logits ``(V, n, K)``
-        on every view of uint8 ``images``, computed batch by batch."""
-        out = []
-        normalisation = {"student": (self.nets["student"].mean, self.nets["student"].std), "teacher": self.teacher_normalisation}
-        for role, module in (("student", self.features["student"]), ("teacher", teacher)):
-            on_images = OnImages(module, *normalisation[role])
-            out.append(torch.stack([apply_in_batches(on_images, dihedral_view(images, code), batch_size=64, device=self.device,
-                                                     amp_dtype=self.amp) for code in self.codes]))
-        return out[0], out[1]
+        """Student pooled features ``(V, n, D)`` (of its frozen pretrained network, at the study's size) and
+        teacher logits ``(V, n, K)`` on every view of uint8 ``images`` (as loaded), computed batch by batch."""
+        student = OnImages(self.features["student"], self.nets["student"].mean, self.nets["student"].std)
+        at_study_size = resized(kd_data.ImageSplit(images, torch.zeros(len(images), dtype=torch.long)), self.config.size).x
+        pooled = torch.stack([apply_in_batches(student, dihedral_view(at_study_size, code), batch_size=64, device=self.device,
+                                               amp_dtype=self.amp) for code in self.codes])
+        one_view = OneView(teacher) if not self.pair.pretrained_teacher else teacher
+        return pooled, self._on_native(one_view, images)
+
+
+REGIME_STAGES = {"thesis": "thesis regime", "finetune": "fine-tuning regime"}
 
 
 def _grid_name(temperature: float, alpha: float) -> str:
     return f"kd_T{temperature:g}_a{alpha:g}"
 
 
+@dataclass
+class SweepTraining:
+    """The training inputs of one sweep level (None keeps the clean value): the student's ``pooled`` features
+    ``(V, N, D)``, the ``targets`` ``(N,)``, the teacher's ``soft`` logits ``(V, N, K)``, the ``subset`` of
+    training images kept, and the test accuracy of the level's teacher with its training time (zero when
+    the seed's teacher is reused), and the seconds of computing the occluded views (zero without occlusion)."""
+
+    pooled: Tensor | None = None
+    targets: Tensor | None = None
+    soft: Tensor | None = None
+    subset: Tensor | None = None
+    teacher_accuracy: float = np.nan
+    teacher_seconds: float = 0.0
+    occluded_seconds: float = 0.0
+
+
 def _sweep_training(study: _Study, teacher: nn.Module, teacher_logits: Tensor, sweep: str, level: float, seed: int,
-                    stream: int) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-    """(pooled, targets, soft, subset) of one sweep level; None keeps the clean value."""
-    config, train = study.config, study.dataset.train
+                    stream: int) -> SweepTraining:
+    """The training inputs of one sweep level. Every corruption is applied to the images as loaded. A sweep
+    in ``retrained_sweeps`` trains its own teacher on the same fewer images or noisy labels; the others keep
+    the seed's ``teacher``, which sees the same occluded images as the student."""
+    config, train = study.config, study.native.train
     generator = torch.Generator().manual_seed(seed * 1_000 + stream)
+    retrain = sweep in config.retrained_sweeps
+    name = f"teacher_{sweep}{level:g}"
     if sweep == "fraction":
-        return None, None, None, corruptions.training_fraction(train.y, level, seed)
+        subset = corruptions.training_fraction(train.y, level, seed)
+        if not retrain:
+            return SweepTraining(subset=subset)
+        _, logits, scores = study.airbench(seed, name, train.subset(subset), logits_of=train.x[subset])
+        soft = teacher_logits.clone()
+        soft[:, subset] = logits  # the rows outside the subset are never read
+        return SweepTraining(soft=soft, subset=subset, teacher_accuracy=scores["accuracy"], teacher_seconds=scores["train_seconds"])
     if sweep == "label_noise":
-        return None, corruptions.noisy_labels(train.y, level, study.classes, generator)[0], None, None
+        noisy = corruptions.noisy_labels(train.y, level, study.classes, generator)[0]
+        if not retrain:
+            return SweepTraining(targets=noisy)
+        _, soft, scores = study.airbench(seed, name, dataclasses.replace(train, y=noisy))
+        return SweepTraining(targets=noisy, soft=soft, teacher_accuracy=scores["accuracy"], teacher_seconds=scores["train_seconds"])
+    native = train.x.shape[-1]
     if sweep == "center_black":
-        low = round(CENTER_BLACK_RANGE[0] / CENTER_BLACK_RANGE[1] * config.size)
-        occlusion = lambda x, g: corruptions.center_black(x, g, low=low, high=config.size)  # noqa: E731
+        low = round(CENTER_BLACK_RANGE[0] / CENTER_BLACK_RANGE[1] * native)
+        occlusion = lambda x, g: corruptions.center_black(x, g, low=low, high=native)  # noqa: E731
     else:
         occlusion = corruptions.quarter_black
     images, chosen = corruptions.corrupt_fraction(train.x, level, occlusion, generator)
@@ -264,10 +367,12 @@ def _sweep_training(study: _Study, teacher: nn.Module, teacher_logits: Tensor, s
         occluded = images[chosen]
         key = {"teacher": checkpoints.module_fingerprint(teacher), "images": checkpoints.tensor_fingerprint(occluded),
                "student": checkpoints.module_fingerprint(study.features["student"])}
-        values = checkpoints.cached(study.folder / "occluded" / f"seed{seed}_{sweep}{level:g}.pt", key,
-                                    lambda: dict(zip(("pooled", "soft"), study.occluded(teacher, occluded), strict=True)))
+        values, seconds = checkpoints.cached(
+            study.folder / "occluded" / f"seed{seed}_{sweep}{level:g}.pt", key,
+            lambda: dict(zip(("pooled", "soft"), study.occluded(teacher, occluded), strict=True)), with_seconds=True)
         pooled[:, chosen], soft[:, chosen] = values["pooled"], values["soft"]
-    return pooled, None, soft, None
+        return SweepTraining(pooled=pooled, soft=soft, occluded_seconds=seconds)
+    return SweepTraining(pooled=pooled, soft=soft)
 
 
 def run_study(config: TlkdConfig, dataset: kd_data.ImageData, *, run_root: Path | None = None,
@@ -285,6 +390,14 @@ def run_study(config: TlkdConfig, dataset: kd_data.ImageData, *, run_root: Path 
     models: dict[str, dict[str, dict[int, nn.Module]]] = {}
     teachers: dict[int, tuple[nn.Module, Tensor]] = {}
     trained: dict[tuple[str, int, str], tuple[nn.Module, Tensor, list[float], FitResult]] = {}
+    stages = dict.fromkeys(STAGES, 0.0)
+    stages["cached features"] = float(sum(views.seconds for views in study.views.values()))  # NaN: a cache of unknown cost
+
+    def student(regime: str, seed: int, name: str, method: Method, soft: Tensor | None,
+                ) -> tuple[nn.Module, Tensor, list[float], FitResult]:
+        outcome = study.student(regime, seed, name, method, soft)
+        stages[REGIME_STAGES[regime]] += outcome[3].train_seconds
+        return outcome
 
     def keep(regime: str, arm: str, seed: int, outcome: tuple[nn.Module, Tensor, list[float], FitResult]) -> None:
         network, logits, curve, result = outcome
@@ -299,25 +412,33 @@ def run_study(config: TlkdConfig, dataset: kd_data.ImageData, *, run_root: Path 
     points = [(t, a) for t in config.temperatures for a in config.alphas]
     if tuple(config.thesis_kd) not in points:
         points.append(tuple(config.thesis_kd))
+    grid_regimes = [regime for regime in config.regimes if regime in config.grid_regimes]
     for seed in config.seeds:
         teacher, teacher_logits, teacher_scores = study.teacher(seed)
         teachers[seed] = (teacher, teacher_logits)
         teacher_rows.append({"seed": seed, **teacher_scores})
-        for regime in config.regimes:
-            trained[(regime, seed, "tl")] = study.student(regime, seed, "tl", CrossEntropy(), None)
+        stages["teacher"] += teacher_scores["train_seconds"]
+        for regime in grid_regimes:
+            trained[(regime, seed, "tl")] = student(regime, seed, "tl", CrossEntropy(), None)
             for temperature, alpha in points:
-                outcome = study.student(regime, seed, _grid_name(temperature, alpha), HintonKD(temperature, alpha),
-                                        teacher_logits)
+                outcome = student(regime, seed, _grid_name(temperature, alpha), HintonKD(temperature, alpha), teacher_logits)
                 trained[(regime, seed, _grid_name(temperature, alpha))] = outcome
                 grid_rows.append({"regime": regime, "seed": seed, "temperature": temperature, "alpha": alpha,
-                                  "val_accuracy": outcome[3].best_val_score})
+                                  "val_accuracy": outcome[3].best_val_score, "train_seconds": outcome[3].train_seconds})
     grid = pd.DataFrame(grid_rows)
-    chosen = {}
-    for regime in config.regimes:
+    chosen: dict[str, dict[str, float]] = {}
+    for regime in grid_regimes:
         means = grid[grid.regime == regime].groupby(["temperature", "alpha"])["val_accuracy"].mean()
-        best = means.idxmax()
-        chosen[regime] = {"temperature": float(best[0]), "alpha": float(best[1])}
+        chosen[regime] = {"temperature": float(means.idxmax()[0]), "alpha": float(means.idxmax()[1])}
+    for regime in config.regimes:  # a regime without its own grid trains at the first grid regime's choice
+        chosen.setdefault(regime, chosen[grid_regimes[0]])
+        best = (chosen[regime]["temperature"], chosen[regime]["alpha"])
         for seed in config.seeds:
+            if regime not in grid_regimes:
+                trained[(regime, seed, "tl")] = student(regime, seed, "tl", CrossEntropy(), None)
+                for point in dict.fromkeys((tuple(config.thesis_kd), best)):
+                    trained[(regime, seed, _grid_name(*point))] = student(regime, seed, _grid_name(*point), HintonKD(*point),
+                                                                          teachers[seed][1])
             keep(regime, "tl", seed, trained[(regime, seed, "tl")])
             keep(regime, "tlkd_thesis", seed, trained[(regime, seed, _grid_name(*config.thesis_kd))])
             keep(regime, "tlkd_chosen", seed, trained[(regime, seed, _grid_name(*best))])
@@ -330,20 +451,26 @@ def run_study(config: TlkdConfig, dataset: kd_data.ImageData, *, run_root: Path 
         teacher, teacher_logits = teachers[seed]
         for stream, (sweep, levels) in enumerate(config.sweeps):
             for index, level in enumerate(levels):
-                pooled, targets, soft, subset = _sweep_training(study, teacher, teacher_logits, sweep, level, seed,
-                                                                100 * stream + index)
-                soft = teacher_logits if soft is None else soft
+                inputs = _sweep_training(study, teacher, teacher_logits, sweep, level, seed, 100 * stream + index)
+                stages["sweep teachers"] += inputs.teacher_seconds
+                stages["occluded views"] += inputs.occluded_seconds
+                soft = teacher_logits if inputs.soft is None else inputs.soft
+                teacher_accuracy = teacher_rows[config.seeds.index(seed)]["accuracy"] if np.isnan(inputs.teacher_accuracy) \
+                    else inputs.teacher_accuracy
                 arms = {"tl": (CrossEntropy(), None)} | {arm: (HintonKD(t, a), soft) for arm, (t, a) in kd_points.items()}
                 for arm, (method, extra) in arms.items():
                     name = f"{sweep}{level:g}_{arm if arm == 'tl' else _grid_name(*kd_points[arm])}"
-                    _, logits, _, result = study.student("thesis", seed, name, method, extra, pooled, targets, subset)
+                    _, logits, _, result = study.student("thesis", seed, name, method, extra, inputs.pooled, inputs.targets,
+                                                         inputs.subset)
+                    stages["sweep students"] += result.train_seconds
                     scores = _scores(logits, labels)
                     sweep_rows.append({"sweep": sweep, "level": level, "arm": arm, "seed": seed, "val_accuracy": result.best_val_score,
-                                       "accuracy": scores["accuracy"], "f1": scores["f1"]})
+                                       "accuracy": scores["accuracy"], "f1": scores["f1"], "teacher_accuracy": teacher_accuracy})
     counts = {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)}
     return TlkdOutcome(config, pd.DataFrame(runs), confusion, pd.DataFrame(history), grid, chosen, pd.DataFrame(sweep_rows),
                        pd.DataFrame(teacher_rows), counts, {role: net.weights for role, net in study.nets.items()},
-                       study.cache_seconds, time.perf_counter() - start, models)
+                       study.cache_seconds, time.perf_counter() - start, stages, models,
+                       {seed: network for seed, (network, _) in teachers.items()})
 
 
 def outcome_record(outcome: TlkdOutcome) -> dict:
@@ -357,5 +484,6 @@ def outcome_record(outcome: TlkdOutcome) -> dict:
         "confusion": {regime: {arm: {str(seed): matrix for seed, matrix in by_seed.items()} for arm, by_seed in arms.items()}
                       for regime, arms in outcome.confusion.items()},
         "cache_seconds": round(outcome.cache_seconds, 1), "sweep_seconds": round(outcome.sweep_seconds, 1),
+        "stage_seconds": {stage: round(seconds, 1) for stage, seconds in outcome.stage_seconds.items()},
         "train_seconds": round(float(outcome.runs.train_seconds.sum()), 1),
     }

@@ -90,7 +90,8 @@ def speed_table(history: pd.DataFrame, thresholds: tuple[float, ...]) -> pd.Data
 
 def sweep_table(sweeps: pd.DataFrame, column: str = "accuracy") -> pd.DataFrame:
     """Per (sweep, level, KD arm): TL and TL+KD test ``column`` (mean, std over seeds) and their paired
-    difference in points with its verdict."""
+    difference in points with its verdict; with the level teacher's test accuracy (``teacher accuracy``, over
+    seeds) where the record has it."""
     rows = []
     for (sweep, level), group in sweeps.groupby(["sweep", "level"], sort=False):
         tl = _series(group, column, arm="tl")
@@ -98,6 +99,8 @@ def sweep_table(sweeps: pd.DataFrame, column: str = "accuracy") -> pd.DataFrame:
             kd = _series(group, column, arm=arm)
             row = {"sweep": sweep, "level": level, "arm": arm, "TL mean": tl.mean(), "TL std": tl.std(),
                    "TL+KD mean": kd.mean(), "TL+KD std": kd.std()}
+            if "teacher_accuracy" in group:
+                row["teacher accuracy"] = group[group.arm == "tl"].teacher_accuracy.mean()
             if len(tl) > 1:
                 row |= paired_effect(kd, tl).as_dict()
             rows.append(row)
