@@ -383,7 +383,7 @@ def stage_table(found: Mapping[str, Any]) -> tables.Table:
         seconds["SHAP maps (hypothesis 2)"] = found["foreground"]["seconds"]
     if "sizes" in found:
         seconds["the student's size comparison"] = float(pd.DataFrame(found["sizes"]).seconds.sum())
-    frame = pd.DataFrame({"stage": list(seconds), "minutes": [v / 60 for v in seconds.values()]})
+    frame = pd.DataFrame({"stage": list(seconds), "minutes": [np.nan if v is None else v / 60 for v in seconds.values()]})
     frame["share (%)"] = 100 * frame.minutes / frame.minutes.sum()
     total = frame.minutes.sum()
     return tables.readable(frame, digits=1, caption=f"{dataset_name(found)}: computing time by stage, {total:.0f} minutes "

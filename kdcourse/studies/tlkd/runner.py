@@ -484,6 +484,7 @@ def outcome_record(outcome: TlkdOutcome) -> dict:
         "confusion": {regime: {arm: {str(seed): matrix for seed, matrix in by_seed.items()} for arm, by_seed in arms.items()}
                       for regime, arms in outcome.confusion.items()},
         "cache_seconds": round(outcome.cache_seconds, 1), "sweep_seconds": round(outcome.sweep_seconds, 1),
-        "stage_seconds": {stage: round(seconds, 1) for stage, seconds in outcome.stage_seconds.items()},
+        # None: a stage read back from caches written before they kept their seconds
+        "stage_seconds": {stage: None if np.isnan(seconds) else round(seconds, 1) for stage, seconds in outcome.stage_seconds.items()},
         "train_seconds": round(float(outcome.runs.train_seconds.sum()), 1),
     }
