@@ -380,7 +380,10 @@ def test_a_cifar_record_gives_every_table_figure_and_sentence(outcomes, generate
     assert set(photo.shares.image) <= set(range(len(photo.scored)))
     found_masks = photo.found
     sizes = tlkd.student_sizes(first.config, generated, sizes=(32,), images=60)
-    found = json.loads(json.dumps(report.cifar_record(first, photo, sizes)))
+    rates = tlkd.study_rates(first.config)
+    assert set(rates) == {f"{r} {p}" for r in ("teacher", "student") for p in ("forward", "forward+backward")}
+    found = json.loads(json.dumps(report.cifar_record(first, photo, sizes, rates)))
+    assert len(report.rates_table(found).frame) == 4
     assert report.dataset_name(found) == "CIFAR-10" and found["foreground"]["masks"] == found_masks
     overview = report.overview(found)
     assert overview.startswith("CIFAR-10: 120 training") and "AirbenchNet trained from scratch" in overview

@@ -50,7 +50,7 @@ from kdcourse.studies.tlkd.config import (
     load_backbones,
     load_data,
 )
-from kdcourse.studies.tlkd.costs import pass_counts, student_sizes
+from kdcourse.studies.tlkd.costs import pass_counts, student_sizes, study_rates
 from kdcourse.studies.tlkd.foreground import (
     FOREGROUND_COMPARISONS,
     ForegroundOutcome,
@@ -84,5 +84,5 @@ __all__ = [
     "arm_scores", "effects_table", "epochs_to_reach", "speed_table", "sweep_table", "true_positive_change",
     "ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
     "shap_record", "student_foreground", "PhotoForeground", "photo_foreground",
-    "pass_counts", "student_sizes", "estimated_seconds",
+    "pass_counts", "student_sizes", "study_rates", "estimated_seconds",
 ]

@@ -16,7 +16,7 @@ from kdcourse.studies.tlkd.config import PAIRS, VIEW_CODES, TlkdConfig, load_bac
 from kdcourse.studies.tlkd.runner import OnImages, PreLogits
 from kdcourse.transfer import apply_in_batches, linear_probe
 
-__all__ = ["pass_counts", "measured_rates", "cost_record", "student_sizes"]
+__all__ = ["pass_counts", "measured_rates", "cost_record", "student_sizes", "study_rates"]
 
 
 def pass_counts(config: TlkdConfig, train: int, val: int, test: int, shap_images: int = 200, shap_samples: int = 200,
@@ -101,3 +101,27 @@ def student_sizes(config: TlkdConfig, dataset: kd_data.ImageData, sizes: tuple[i
         rows.append({"size": size, "probe_val_accuracy": accuracy, "probe_c": strength, **rates,
                      "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
+
+
+def study_rates(config: TlkdConfig, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Images per second of the networks of ``config``'s pair on ``device`` at the sizes and batches they train
+    with, by ``"<network> <pass>"`` (``forward``, ``forward+backward``): the student at ``config.size`` in
+    batches of ``config.batch_size``; a teacher trained from scratch at 32 px in batches of
+    ``config.teacher_batch_size``, a pretrained one at ``config.size``. Weights do not change the speed."""
+    from kdcourse.models import AirbenchNet
+
+    device = torch.device(device)
+    amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
+    pair = PAIRS[config.pair]
+    networks = {"student": (backbone(pair.student, 10, weights=None).model, config.size, config.batch_size)}
+    if pair.pretrained_teacher:
+        networks["teacher"] = (backbone(pair.teacher, 10, weights=None).model, config.size, config.batch_size)
+    else:
+        networks["teacher"] = (AirbenchNet(10, tta=0), 32, config.teacher_batch_size)
+    rates = {}
+    for role, (model, size, batch) in networks.items():
+        model = model.to(device=device, memory_format=hardware.CONV_MEMORY_FORMAT)
+        for kind, backward in (("forward", False), ("forward+backward", True)):
+            rates[f"{role} {kind}"] = costs.throughput(model, (3, size, size), batch_size=batch, backward=backward,
+                                                       device=device, amp_dtype=amp)
+    return rates

@@ -41,7 +41,7 @@ __all__ = [
     "sweep_shown", "share_table", "share_effects", "mnist_record", "summary_text", "lessons_text", "mnist_lessons_text",
     "label_noise_text", "verdict_counts", "verdicts_text", "GENERATED_NOTE", "full_record", "cifar_record",
     "PHOTO_COMPARISONS", "teacher_gaps", "gap_text", "stage_table", "sizes_table", "photo_lessons_text",
-    "thesis_comparison_text", "THESIS_CIFAR",
+    "thesis_comparison_text", "THESIS_CIFAR", "rates_table",
 ]
 
 REGIME_WORDS = {"thesis": "thesis regime (frozen backbone)", "finetune": "fine-tuning regime"}
@@ -333,12 +333,16 @@ def summary_text(mhist: Mapping[str, Any] | None, cifar: Mapping[str, Any] | Non
     return "; ".join(parts) + " (test accuracy, mean over seeds)"
 
 
-def cifar_record(outcome: TlkdOutcome, photo: PhotoForeground | None, sizes: pd.DataFrame | None) -> dict:
+def cifar_record(outcome: TlkdOutcome, photo: PhotoForeground | None, sizes: pd.DataFrame | None,
+                 rates: dict[str, float] | None = None) -> dict:
     """The JSON-ready record of a CIFAR-10 run: :func:`outcome_record`, the foreground shares of hypothesis 2
     with the sentence on how many GrabCut masks were usable and the seconds of the SHAP maps
-    (:func:`kdcourse.studies.tlkd.foreground.photo_foreground`), and the student's size comparison
-    (:func:`kdcourse.studies.tlkd.costs.student_sizes`)."""
+    (:func:`kdcourse.studies.tlkd.foreground.photo_foreground`), the student's size comparison
+    (:func:`kdcourse.studies.tlkd.costs.student_sizes`) and the networks' throughput
+    (:func:`kdcourse.studies.tlkd.costs.study_rates`)."""
     record = outcome_record(outcome) | {"device": provenance.device_description()}
+    if rates is not None:
+        record["rates"] = {name: round(rate, 1) for name, rate in rates.items()}
     if photo is not None:
         record["foreground"] = {"shares": json_records(photo.shares), "masks": photo.found, "seconds": round(photo.seconds, 1)}
     if sizes is not None:
@@ -388,6 +392,14 @@ def stage_table(found: Mapping[str, Any]) -> tables.Table:
     total = frame.minutes.sum()
     return tables.readable(frame, digits=1, caption=f"{dataset_name(found)}: computing time by stage, {total:.0f} minutes "
                                                     f"in all ({found['device']})")
+
+
+def rates_table(found: Mapping[str, Any]) -> tables.Table:
+    """The throughput of a record's networks (images per second) at the sizes and batches they train with."""
+    frame = pd.DataFrame([{"network and pass": name, "images per second": rate} for name, rate in found["rates"].items()])
+    return tables.readable(frame, digits=0, caption=f"Throughput of the study's networks ({found['device']}): the "
+                                                    f"student at {found['config']['size']} px in batches of "
+                                                    f"{found['config']['batch_size']}, the teacher as it trains")
 
 
 def sizes_table(found: Mapping[str, Any]) -> tables.Table:
