@@ -186,6 +186,7 @@ def test_the_teacher_from_scratch_and_the_regime_without_a_grid(outcomes):
     config = first.config
     assert tlkd.PAIRS[config.pair].teacher_recipe == "airbench" and config.grid_regimes == ("thesis",)
     assert (first.teachers.train_seconds > 0).all() and first.teachers.val_accuracy.between(0, 1).all()
+    assert first.teachers.one_view_accuracy.between(0, 1).all()  # the teacher without its test-time mirror views
     assert set(first.teacher_models) == set(config.seeds) and first.teacher_models[0].tta == 1
     # the fine-tuning regime searches no grid: it trains TL+KD at the thesis regime's choice
     assert set(first.grid.regime) == {"thesis"} and first.chosen["finetune"] == first.chosen["thesis"]
@@ -473,6 +474,30 @@ def test_student_sizes_weigh_the_probe_against_the_cost(generated):
     sizes = tlkd.student_sizes(config, generated, sizes=(32, 48), images=60)
     assert sizes["size"].tolist() == [32, 48] and sizes.probe_val_accuracy.between(0, 1).all()
     assert (sizes["forward"] > sizes["forward+backward"]).all() and (sizes.seconds > 0).all()
+
+
+def test_a_fraction_too_small_for_the_teachers_batch_is_refused_before_training(generated, tmp_path):
+    config = tlkd.config_for("smoke", **SMOKE, teacher_batch_size=64)  # half of 120 images is under one batch
+    with pytest.raises(ValueError, match="fewer than one of the teacher's batches"):
+        tlkd.run_study(config, generated, run_root=tmp_path)
+    assert not any(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_full_record_keeps_the_parts_that_did_not_run():
+    mhist = {"runs": [{"regime": "thesis", "arm": "tl", "seed": 0, "accuracy": 0.8}]}
+    previous = {"provenance": {"commit": "abc1234", "date": "2026-12-01T10:00:00"},
+                "results": {"mhist": mhist, "mnist_foreground": {"shares": []}, "cifar10": "not run"}}
+    record = report.full_record(None, None, None, {"rates": {}}, previous)
+    assert record["mhist"] == mhist and record["cifar10"] == "not run"
+    assert record["summary"].startswith("CIFAR-10 not run; MHIST: thesis tl 0.8000")
+    assert record["carried"] == {"mhist": {"commit": "abc1234", "date": "2026-12-01T10:00:00"},
+                                 "mnist_foreground": {"commit": "abc1234", "date": "2026-12-01T10:00:00"}}
+    assert "commit abc1234, 2026-12-01" in report.carried_note(record, "mhist") and report.carried_note(record, "cifar10") == ""
+    # carried again by a later run, it keeps the commit of the run that made it
+    later = report.full_record(None, {"shares": [2]}, None, None, {"provenance": {"commit": "def5678", "date": "2026-12-02"},
+                                                                   "results": record})
+    assert later["carried"] == {"mhist": {"commit": "abc1234", "date": "2026-12-01T10:00:00"}}
+    assert report.full_record(None, None, None, None)["mhist"] == "not run"
 
 
 def test_fields_added_at_their_defaults_keep_a_configuration_key():

@@ -64,7 +64,7 @@ REGIMES = ("thesis", "finetune")
 SWEEPS = ("fraction", "label_noise", "center_black", "quarter_black")
 ARMS = ("tl", "tlkd_thesis", "tlkd_chosen")
 ARM_LABELS = {"tl": "TL only", "tlkd_thesis": "TL+KD, thesis (T = 10, α = 0.1)", "tlkd_chosen": "TL+KD, (T, α) chosen on validation"}
-CENTER_BLACK_RANGE = (200, 224)  # the thesis's CenterBlack side on 224-px images, scaled to the study's size
+CENTER_BLACK_RANGE = (200, 224)  # the thesis's CenterBlack side on 224-px images, scaled to the images as loaded
 
 
 @dataclass(frozen=True)

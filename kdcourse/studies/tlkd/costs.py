@@ -75,13 +75,14 @@ def cost_record(config: TlkdConfig, device: torch.device) -> dict:
 
 
 def student_sizes(config: TlkdConfig, dataset: kd_data.ImageData, sizes: tuple[int, ...] = (64, 96, 128), images: int = 5000,
-                  device: str | torch.device = "cpu") -> pd.DataFrame:
+                  device: str | torch.device | None = None) -> pd.DataFrame:
     """What the student's image side trades: for each side in ``sizes``, the validation accuracy of a linear
     probe (:func:`kdcourse.transfer.linear_probe`) on the pretrained student's pooled features of ``images``
     training images (a stratified sample) resized to that side, and the student's throughput there (images
     per second, ``forward`` and ``forward+backward`` on batches of ``config.batch_size``). ``dataset`` as
-    :func:`load_data` gives it (CIFAR-10 at 32 px). One row per side, with its ``seconds`` of measurement."""
-    device = torch.device(device)
+    :func:`load_data` gives it (CIFAR-10 at 32 px). One row per side, with its ``seconds`` of measurement.
+    ``device``: the GPU where there is one, else the CPU."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     net = load_backbones(config)["student"]
     features = OnImages(PreLogits(net.model).eval(), net.mean, net.std)
@@ -103,19 +104,23 @@ def student_sizes(config: TlkdConfig, dataset: kd_data.ImageData, sizes: tuple[i
     return pd.DataFrame(rows)
 
 
-def study_rates(config: TlkdConfig, device: str | torch.device = "cpu") -> dict[str, float]:
+def study_rates(config: TlkdConfig, device: str | torch.device | None = None) -> dict[str, float]:
     """Images per second of the networks of ``config``'s pair on ``device`` at the sizes and batches they train
     with, by ``"<network> <pass>"`` (``forward``, ``forward+backward``): the student at ``config.size`` in
     batches of ``config.batch_size``; a teacher trained from scratch at 32 px in batches of
-    ``config.teacher_batch_size``, a pretrained one at ``config.size``. Weights do not change the speed."""
+    ``config.teacher_batch_size``, a pretrained one at ``config.size``. Weights do not change the speed.
+    ``device``: the GPU where there is one, else the CPU."""
     from kdcourse.models import AirbenchNet
 
-    device = torch.device(device)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = hardware.autocast_dtype(device, allowed=config.mixed_precision)
     pair = PAIRS[config.pair]
-    networks = {"student": (backbone(pair.student, 10, weights=None).model, config.size, config.batch_size)}
+    # pretrained networks keep their BatchNorm frozen when they train, random weights or not
+    networks = {"student": (backbone(pair.student, 10, weights=None, frozen_batchnorm=True).model, config.size,
+                            config.batch_size)}
     if pair.pretrained_teacher:
-        networks["teacher"] = (backbone(pair.teacher, 10, weights=None).model, config.size, config.batch_size)
+        networks["teacher"] = (backbone(pair.teacher, 10, weights=None, frozen_batchnorm=True).model, config.size,
+                               config.batch_size)
     else:
         networks["teacher"] = (AirbenchNet(10, tta=0), 32, config.teacher_batch_size)
     rates = {}

@@ -16,7 +16,7 @@ from kdcourse import data as kd_data
 from kdcourse.explain import foreground_shares, grabcut_foreground, shap_maps
 from kdcourse.stats import Effect, bootstrap_effect, joint_verdict, paired_effect
 from kdcourse.studies.tlkd.config import PAIRS, load_backbones, resized, teacher_roles
-from kdcourse.studies.tlkd.runner import TlkdOutcome
+from kdcourse.studies.tlkd.runner import OneView, TlkdOutcome
 
 __all__ = ["ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
            "shap_record", "student_foreground", "scored_images", "PhotoForeground", "photo_foreground"]
@@ -109,8 +109,10 @@ def student_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, images:
     scaled = (_at_size(images, size), scaled_masks, _at_size(dataset.train.x[:100], size))
     rows = [image_foreground(students, *scaled, nets["student"].mean, nets["student"].std, samples=samples)]
     if teacher:
-        teachers = {"teacher": {seed: model.float() for seed, model in outcome.teacher_models.items()}}
         roles = teacher_roles(PAIRS[config.pair])
+        # a teacher with test-time views is explained on the one view it is given, as the students are
+        teachers = {"teacher": {seed: model.float() if roles else OneView(model.float())
+                                for seed, model in outcome.teacher_models.items()}}
         if roles:  # pretrained: the study's size and the first network's normalisation (an ensemble's members share it)
             first = nets[next(iter(roles))]
             rows.append(image_foreground(teachers, *scaled, first.mean, first.std, samples=samples))

@@ -39,9 +39,9 @@ __all__ = [
     "departures_text", "scored_images", "cost_tables", "cost_text", "repeats_thesis", "without_repeated_arm",
     "recorded_teacher", "teacher_note", "dataset_name", "overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
     "sweep_shown", "share_table", "share_effects", "mnist_record", "summary_text", "lessons_text", "mnist_lessons_text",
-    "label_noise_text", "verdict_counts", "verdicts_text", "GENERATED_NOTE", "full_record", "cifar_record",
+    "label_noise_text", "verdict_counts", "verdicts_text", "full_record", "cifar_record",
     "PHOTO_COMPARISONS", "teacher_gaps", "gap_text", "stage_table", "sizes_table", "photo_lessons_text",
-    "thesis_comparison_text", "THESIS_CIFAR", "rates_table",
+    "thesis_comparison_text", "THESIS_CIFAR", "rates_table", "PARTS", "carried_note", "generated_note",
 ]
 
 REGIME_WORDS = {"thesis": "thesis regime (frozen backbone)", "finetune": "fine-tuning regime"}
@@ -65,9 +65,12 @@ TEACHER_RECIPES = {"two_phase": "a new head on the frozen network, then its last
 # the thesis's schedule for its students and teacher (its Section 5.3.1)
 THESIS_SCHEDULE = {"max_epochs": 200, "early_stopping_patience": 10, "plateau_patience": 3, "dropout": 0.2}
 
-GENERATED_NOTE = ("SMOKE RUN ON GENERATED IMAGES WITH RANDOM WEIGHTS: this run uses a small generated set in CIFAR-10's file "
-                  "format (coloured squares on noise, not photographs), a student with random weights and a teacher "
-                  "trained on those images for two epochs.")
+def generated_note(config: TlkdConfig) -> str:
+    """What a smoke run on generated images is made of."""
+    teacher = (f"a teacher trained on those images for {in_words(config.teacher_epochs)} epochs"
+               if not PAIRS[config.pair].pretrained_teacher else "a teacher with random weights")
+    return ("SMOKE RUN ON GENERATED IMAGES WITH RANDOM WEIGHTS: this run uses a small generated set in CIFAR-10's file "
+            f"format (coloured squares on noise, not photographs), a student with random weights and {teacher}.")
 # the thesis's CIFAR-10 results: ResNet-18 test accuracy (%), mean ± std over seeds 0, 7 and 42
 THESIS_CIFAR = {"tl": (93.46, 0.91), "tlkd": (97.02, 1.24)}
 
@@ -203,6 +206,20 @@ def _teacher_words(found: Mapping[str, Any]) -> str:
     return networks[0] if len(networks) == 1 else f"the ensemble of {' + '.join(networks)}"
 
 
+def _one_view(teachers: pd.DataFrame) -> str:
+    """The teacher's accuracy on one view, where it averages test-time views (empty otherwise)."""
+    if "one_view_accuracy" not in teachers or teachers.one_view_accuracy.isna().any():
+        return ""
+    one = teachers.one_view_accuracy
+    return (f" with its test-time mirror views, {tables.mean_std_text(100 * one.mean(), 100 * one.std(), 1)} % on one view "
+            "(what its students see and distil from)")
+
+
+def _student(found: Mapping[str, Any]) -> str:
+    """The student network of a record, by its timm name."""
+    return PAIRS[found["config"]["pair"]].student
+
+
 def _range(values: pd.Series) -> str:
     low, high = int(values.min()), int(values.max())
     return f"{low}" if low == high else f"{low} to {high}"
@@ -215,10 +232,13 @@ def overview(found: Mapping[str, Any]) -> str:
     auc = (f", AUC {tables.mean_std_text(teachers.auc.mean(), teachers.auc.std(), 3)}"
            if "auc" in teachers and teachers.auc.notna().all() else "")
     lines = [f"{dataset_name(found)}: {counts['train']} training, {counts['val']} validation and {counts['test']} test "
-             f"images; teacher {_teacher_words(found)}, student {found['weights']['student']} at {found['config']['size']} px; "
+             f"images; teacher {_teacher_words(found)}, student {_student(found)} at {found['config']['size']} px; "
              f"teacher test accuracy {tables.mean_std_text(100 * teachers.accuracy.mean(), 100 * teachers.accuracy.std(), 1)} %"
-             + auc]
-    lines += [f"{regime} regime: (T, α) chosen on validation accuracy: T = {chosen['temperature']:g}, α = {chosen['alpha']:g}"
+             + auc + _one_view(teachers)]
+    lines += [f"{regime} regime: (T, α) "
+              + ("chosen on validation accuracy" if regime in found["config"].get("grid_regimes", [regime])
+                 else "taken from the thesis regime's choice on validation")
+              + f": T = {chosen['temperature']:g}, α = {chosen['alpha']:g}"
               + (" (the thesis's: its chosen arm is not shown apart)" if repeats_thesis(found, regime) else "")
               + (_stopping(found) if regime == "thesis" else "")
               for regime, chosen in found["chosen"].items()]
@@ -252,8 +272,8 @@ def score_tables(runs: pd.DataFrame, name: str) -> tuple[tables.Table, tables.Ta
                              caption=f"{name} test scores, mean ± std over seeds")
     effects = effect_cells(effects_table(runs), "TL+KD − TL (points)")
     effects["metric"] = effects["metric"].map(METRIC_WORDS)
-    return scores, tables.readable(labelled(effects), {"metric": "metric"},
-                                   caption="TL+KD minus TL, paired over seeds (AUC in points of %)")
+    auc = " (AUC in points of %)" if "AUC" in set(effects["metric"]) else ""
+    return scores, tables.readable(labelled(effects), {"metric": "metric"}, caption=f"TL+KD minus TL, paired over seeds{auc}")
 
 
 def true_positive_tables(found: Mapping[str, Any]) -> list[tables.Table]:
@@ -350,11 +370,35 @@ def cifar_record(outcome: TlkdOutcome, photo: PhotoForeground | None, sizes: pd.
     return record
 
 
-def full_record(mhist: dict | None, mnist: dict | None, cifar: dict | None, cost: dict | None) -> dict:
-    """The findings a full-profile run writes: each part's record (``"not run"`` for a part that did not
-    run), the cost record of the thesis's pair and the one-line summary."""
-    return {"mhist": mhist if mhist is not None else "not run", "mnist_foreground": mnist if mnist is not None else "not run",
-            "cifar10": cifar if cifar is not None else "not run", "cost": cost, "summary": summary_text(mhist, cifar)}
+PARTS = ("cifar10", "mhist", "mnist_foreground")  # the parts of the chapter's record, each run or not run
+
+
+def full_record(mhist: dict | None, mnist: dict | None, cifar: dict | None, cost: dict | None,
+                previous: Mapping[str, Any] | None = None) -> dict:
+    """The findings a full-profile run writes: each part's record, the cost record of the thesis's pair and the
+    one-line summary. A part that did not run keeps its record from ``previous`` (the result file so far:
+    ``{"provenance", "results"}``), with the commit and date of the run that made it under ``"carried"``, so
+    that running one part never erases another; without one it is ``"not run"``."""
+    parts = dict(zip(PARTS, (cifar, mhist, mnist), strict=True))
+    record: dict[str, Any] = {"carried": {}}
+    for part, value in parts.items():
+        earlier = (previous or {}).get("results", {}).get(part)
+        if value is None and isinstance(earlier, dict):
+            value = earlier
+            record["carried"][part] = (previous["results"].get("carried", {}).get(part)
+                                       or {key: previous["provenance"][key] for key in ("commit", "date")})
+        record[part] = value if value is not None else "not run"
+    found = {part: record[part] if isinstance(record[part], dict) else None for part in PARTS}
+    return record | {"cost": cost, "summary": summary_text(found["mhist"], found["cifar10"])}
+
+
+def carried_note(results: Mapping[str, Any], part: str) -> str:
+    """A line saying that ``part`` of a result file's ``results`` comes from an earlier run (empty when it does not)."""
+    carried = results.get("carried", {}).get(part)
+    if not carried:
+        return ""
+    return (f"This part comes from an earlier full run (commit {carried['commit']}, {carried['date'][:10]}), kept when a "
+            "later run recorded the chapter's other parts.")
 
 
 PHOTO_COMPARISONS = (("tlkd_thesis", "tl"), ("teacher", "tl"), ("teacher", "tlkd_thesis"))  # hypothesis 2 on CIFAR-10
@@ -389,9 +433,10 @@ def stage_table(found: Mapping[str, Any]) -> tables.Table:
         seconds["the student's size comparison"] = float(pd.DataFrame(found["sizes"]).seconds.sum())
     frame = pd.DataFrame({"stage": list(seconds), "minutes": [np.nan if v is None else v / 60 for v in seconds.values()]})
     frame["share (%)"] = 100 * frame.minutes / frame.minutes.sum()
-    total = frame.minutes.sum()
+    total, unknown = frame.minutes.sum(), int(frame.minutes.isna().sum())
+    note = f"; {unknown} stage(s) of unknown cost, read from files written before costs were kept" if unknown else ""
     return tables.readable(frame, digits=1, caption=f"{dataset_name(found)}: computing time by stage, {total:.0f} minutes "
-                                                    f"in all ({found['device']})")
+                                                    f"in all ({found['device']}{note})")
 
 
 def rates_table(found: Mapping[str, Any]) -> tables.Table:
@@ -407,7 +452,7 @@ def sizes_table(found: Mapping[str, Any]) -> tables.Table:
     sizes = pd.DataFrame(found["sizes"])
     shown = pd.DataFrame({"side (px)": sizes["size"], "probe validation accuracy (%)": 100 * sizes.probe_val_accuracy,
                           "forward (images/s)": sizes["forward"], "forward+backward (images/s)": sizes["forward+backward"]})
-    return tables.readable(shown, digits=1, caption="The pretrained student at three image sides: a linear probe on "
+    return tables.readable(shown, digits=1, caption=f"The pretrained student at {in_words(len(shown))} image sides: a linear probe on "
                                                     "its frozen features, and its speed")
 
 
@@ -421,12 +466,15 @@ def thesis_comparison_text(found: Mapping[str, Any]) -> str:
     (tl_mean, tl_std), (kd_mean, kd_std) = THESIS_CIFAR["tl"], THESIS_CIFAR["tlkd"]
     return (f"The thesis reports {tl_mean:.2f} ± {tl_std:.2f} % for its ResNet-18 with TL alone and {kd_mean:.2f} ± {kd_std:.2f} % "
             f"with TL+KD at T = 10, α = 0.1, both selected on the test set. In the same regime, a frozen backbone with a new "
-            f"head, our {found['weights']['student']} at {found['config']['size']} px reaches "
+            f"head, our {_student(found)} at {found['config']['size']} px reaches "
             f"{tables.mean_std_text(100 * tl.mean(), 100 * tl.std(), 2)} % with TL alone and "
             f"{tables.mean_std_text(100 * kd.mean(), 100 * kd.std(), 2)} % with TL+KD at the same setting, selected on "
-            f"validation; paired over seeds the difference is {effect.describe()}. The levels are not comparable: another "
-            "student, far smaller, at a smaller side, and another teacher. What does compare is the direction and size of "
-            "the paired gain under honest selection, which is what the thesis's hypothesis is about.")
+            f"validation; paired over seeds the difference is {effect.describe()}. "
+            + ("The levels are not comparable: another student, far smaller, at a smaller side, and another teacher. "
+               if PAIRS[found["config"]["pair"]].student != "resnet18.tv_in1k" else
+               "The networks are the thesis's, but our schedule and our selection are not. ")
+            + "What does compare is the direction and size of the paired gain under honest selection, which is what the "
+            "thesis's hypothesis is about.")
 
 
 def photo_lessons_text(shares: pd.DataFrame, effects: pd.DataFrame, masks_found: str) -> str:
@@ -489,7 +537,8 @@ def lessons_text(found: Mapping[str, Any], speed: pd.DataFrame, h4: pd.DataFrame
     for regime in dict.fromkeys(runs.regime):
         tl = runs[(runs.regime == regime) & (runs.arm == "tl")].accuracy
         chosen = found["chosen"][regime]
-        settings = {"tlkd_thesis": "the thesis's T = 10, α = 0.1",
+        thesis_t, thesis_alpha = found["config"]["thesis_kd"]
+        settings = {"tlkd_thesis": f"the thesis's T = {thesis_t:g}, α = {thesis_alpha:g}",
                     "tlkd_chosen": f"the T = {chosen['temperature']:g}, α = {chosen['alpha']:g} chosen on validation"}
         arms = "; ".join(_arm_text(h1, regime, arm, settings[arm]) for arm in kd_arms(h1, regime))
         lines.append(
@@ -542,7 +591,7 @@ def verdict_counts(mhist: Mapping[str, Any] | None, mnist: Mapping[str, Any] | N
                    cifar: Mapping[str, Any] | None = None) -> dict[str, pd.Series]:
     """Every verdict the chapter draws from the records, by the hypothesis it tests: the effects of
     hypotheses 1, 3 and 4 on each data set, one joint verdict per foreground comparison on MNIST and on
-    CIFAR-10 (hypothesis 2), and the teacher–student gaps of CIFAR-10."""
+    CIFAR-10 (hypothesis 2)."""
     counts: dict[str, pd.Series] = {}
     for found in (cifar, mhist):
         if not found:

@@ -195,23 +195,31 @@ class _Study:
         return network.eval(), train_logits, _scores(test_logits, self.dataset.test.y) | trained_for
 
     def airbench(self, seed: int, name: str, train: kd_data.ImageSplit, logits_of: Tensor | None = None,
-                 ) -> tuple[nn.Module, Tensor, dict[str, float]]:
+                 epochs: int | None = None) -> tuple[nn.Module, Tensor, dict[str, float]]:
         """An :class:`~kdcourse.models.AirbenchNet` trained from scratch on ``train`` (the data's own images, a
-        subset or relabelled copy of them) with :func:`kdcourse.cifar_teacher.train_cifar_teacher`, selected on
-        the validation split; returns it (with its test-time views), its one-view logits ``(V, n, K)`` on every
-        view of the uint8 images ``logits_of`` (default: the whole training split) and its test scores (as
-        :meth:`teacher`)."""
+        subset or relabelled copy of them) for ``epochs`` (default ``config.teacher_epochs``) with
+        :func:`kdcourse.cifar_teacher.train_cifar_teacher`, selected on the validation split; returns it (with
+        its test-time views), its one-view logits ``(V, n, K)`` on every view of the uint8 images ``logits_of``
+        (default: the whole training split; computed once and read back from a file, so that a resumed run
+        distils from the very same numbers) and its test scores (as :meth:`teacher`, with the accuracy of one
+        view, ``one_view_accuracy``)."""
         config = self.config
         data = dataclasses.replace(self.native, train=train)
-        model, result = train_cifar_teacher(data, seed=seed, epochs=config.teacher_epochs, device=self.device,
+        model, result = train_cifar_teacher(data, seed=seed, epochs=epochs or config.teacher_epochs, device=self.device,
                                             amp_dtype=self.amp, checkpoint=self.folder / f"seed{seed}_{name}.ckpt",
                                             recipe=AirbenchRecipe(batch_size=config.teacher_batch_size), progress=None)
         model.eval()
-        train_logits = self._on_native(OneView(model), self.native.train.x if logits_of is None else logits_of)
-        test_logits = apply_in_batches(OnImages(model, *self.teacher_normalisation), self.native.test.x, batch_size=500,
-                                       device=self.device, amp_dtype=self.amp)
+        images = self.native.train.x if logits_of is None else logits_of
+        key = {"teacher": checkpoints.module_fingerprint(model), "images": checkpoints.tensor_fingerprint(images),
+               "views": str(list(self.codes)), "output": "one view"}
+        train_logits = checkpoints.cached(self.folder / "logits" / f"seed{seed}_{name}.pt", key,
+                                          lambda: self._on_native(OneView(model), images))
+        test_logits, one_view = (apply_in_batches(OnImages(module, *self.teacher_normalisation), self.native.test.x,
+                                                  batch_size=500, device=self.device, amp_dtype=self.amp)
+                                 for module in (model, OneView(model)))
         trained_for = {"val_accuracy": result.best_val_score, "best_epoch": result.best_epoch,
-                       "train_seconds": result.train_seconds}
+                       "train_seconds": result.train_seconds,
+                       "one_view_accuracy": metrics.classification_scores(one_view, self.native.test.y)["accuracy"]}
         return model, train_logits, _scores(test_logits, self.native.test.y) | trained_for
 
     def _on_native(self, teacher: nn.Module, images: Tensor) -> Tensor:
@@ -310,6 +318,10 @@ class _Study:
 
 
 REGIME_STAGES = {"thesis": "thesis regime", "finetune": "fine-tuning regime"}
+# a teacher retrained on a fraction f of the images trains 1/f times the epochs, at most this many times the
+# full teacher's: about as many optimiser steps as the full teacher (the recipe's batches are large), so that a
+# small fraction does not leave it with a handful of steps
+FRACTION_EPOCHS_CAP = 4
 
 
 def _grid_name(temperature: float, alpha: float) -> str:
@@ -345,7 +357,8 @@ def _sweep_training(study: _Study, teacher: nn.Module, teacher_logits: Tensor, s
         subset = corruptions.training_fraction(train.y, level, seed)
         if not retrain:
             return SweepTraining(subset=subset)
-        _, logits, scores = study.airbench(seed, name, train.subset(subset), logits_of=train.x[subset])
+        epochs = min(round(config.teacher_epochs / level), FRACTION_EPOCHS_CAP * config.teacher_epochs)
+        _, logits, scores = study.airbench(seed, name, train.subset(subset), logits_of=train.x[subset], epochs=epochs)
         soft = teacher_logits.clone()
         soft[:, subset] = logits  # the rows outside the subset are never read
         return SweepTraining(soft=soft, subset=subset, teacher_accuracy=scores["accuracy"], teacher_seconds=scores["train_seconds"])
@@ -367,6 +380,8 @@ def _sweep_training(study: _Study, teacher: nn.Module, teacher_logits: Tensor, s
         occluded = images[chosen]
         key = {"teacher": checkpoints.module_fingerprint(teacher), "images": checkpoints.tensor_fingerprint(occluded),
                "student": checkpoints.module_fingerprint(study.features["student"])}
+        if not study.pair.pretrained_teacher:
+            key["output"] = "one view"
         values, seconds = checkpoints.cached(
             study.folder / "occluded" / f"seed{seed}_{sweep}{level:g}.pt", key,
             lambda: dict(zip(("pooled", "soft"), study.occluded(teacher, occluded), strict=True)), with_seconds=True)
@@ -381,6 +396,12 @@ def run_study(config: TlkdConfig, dataset: kd_data.ImageData, *, run_root: Path 
 
     ``dataset`` comes from :func:`load_data` with the same ``config``."""
     check(config)
+    if "fraction" in config.retrained_sweeps and (levels := dict(config.sweeps).get("fraction")):
+        smallest = round(min(levels) * len(dataset.train))
+        if smallest < config.teacher_batch_size:
+            raise ValueError(f"the fraction sweep's smallest level keeps {smallest} training images, fewer than one of the "
+                             f"teacher's batches ({config.teacher_batch_size}): its retrained teacher could not take a "
+                             "step; lower teacher_batch_size or raise the level")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     folder = (run_root or paths.runs_dir()) / "tlkd" / config.key()
     study = _Study(config, dataset, folder, device)
@@ -443,6 +464,7 @@ def run_study(config: TlkdConfig, dataset: kd_data.ImageData, *, run_root: Path 
             keep(regime, "tlkd_thesis", seed, trained[(regime, seed, _grid_name(*config.thesis_kd))])
             keep(regime, "tlkd_chosen", seed, trained[(regime, seed, _grid_name(*best))])
 
+    study.__dict__.pop("image_views", None)  # the images of every view (GBs) are not needed by the sweeps
     start = time.perf_counter()
     kd_points = {"tlkd_thesis": tuple(config.thesis_kd)}
     if config.sweeps and (best := (chosen["thesis"]["temperature"], chosen["thesis"]["alpha"])) != kd_points["tlkd_thesis"]:
