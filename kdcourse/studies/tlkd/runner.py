@@ -319,9 +319,9 @@ class _Study:
 
 REGIME_STAGES = {"thesis": "thesis regime", "finetune": "fine-tuning regime"}
 # a teacher retrained on a fraction f of the images trains 1/f times the epochs, at most this many times the
-# full teacher's: about as many optimiser steps as the full teacher (the recipe's batches are large), so that a
-# small fraction does not leave it with a handful of steps
-FRACTION_EPOCHS_CAP = 4
+# full teacher's (the budget of a CPU): at f = 0.5 as many optimiser steps as the full teacher, below it fewer,
+# but not the handful that the recipe's large batches would leave a small fraction in its usual epochs
+FRACTION_EPOCHS_CAP = 2
 
 
 def _grid_name(temperature: float, alpha: float) -> str:
