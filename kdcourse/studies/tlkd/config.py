@@ -19,7 +19,7 @@ from kdcourse.transfer import ALL_VIEWS
 __all__ = [
     "Pair", "PAIRS", "VIEW_CODES", "CLASSES", "REGIMES", "SWEEPS", "ARMS", "ARM_LABELS", "CENTER_BLACK_RANGE",
     "TlkdConfig", "PROFILES", "config_for", "check", "teacher_roles", "load_backbones", "load_data", "cifar_for",
-    "resized", "at_size",
+    "resize_images", "resized", "at_size",
 ]
 
 
@@ -199,14 +199,21 @@ def load_backbones(config: TlkdConfig) -> dict[str, Backbone]:
                 for role, name in roles.items()}
 
 
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images ``(N, 3, H, W)`` resized to ``size`` px (bilinear, antialiased), in chunks to bound the memory;
+    ``x`` itself when it already has that side."""
+    if x.shape[-1] == size:
+        return x
+    return torch.cat([torch.nn.functional.interpolate(x[i : i + 2048].float(), size=(size, size), mode="bilinear",
+                                                      antialias=True, align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+                      for i in range(0, len(x), 2048)])
+
+
 def resized(split: kd_data.ImageSplit, size: int) -> kd_data.ImageSplit:
-    """uint8 images resized once to ``size`` px (bilinear, antialiased), in chunks to bound the memory."""
+    """``split`` with its uint8 images resized once to ``size`` px (:func:`resize_images`)."""
     if split.x.shape[-1] == size:
         return split
-    chunks = [torch.nn.functional.interpolate(split.x[i : i + 2048].float(), size=(size, size), mode="bilinear",
-                                              antialias=True, align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
-              for i in range(0, len(split.x), 2048)]
-    return dataclasses.replace(split, x=torch.cat(chunks))
+    return dataclasses.replace(split, x=resize_images(split.x, size))
 
 
 def load_data(config: TlkdConfig, root: str | Path | None = None, *, download: bool = True,

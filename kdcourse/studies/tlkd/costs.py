@@ -12,7 +12,7 @@ from kdcourse import costs, hardware, provenance
 from kdcourse import data as kd_data
 from kdcourse.backbones import backbone
 from kdcourse.studies.common import json_records
-from kdcourse.studies.tlkd.config import PAIRS, VIEW_CODES, TlkdConfig, load_backbones, resized
+from kdcourse.studies.tlkd.config import PAIRS, VIEW_CODES, TlkdConfig, load_backbones, resize_images
 from kdcourse.studies.tlkd.runner import OnImages, PreLogits
 from kdcourse.transfer import apply_in_batches, linear_probe
 
@@ -91,7 +91,7 @@ def student_sizes(config: TlkdConfig, dataset: kd_data.ImageData, sizes: tuple[i
     rows = []
     for size in sizes:
         start = time.perf_counter()
-        pooled = [apply_in_batches(features, resized(split, size).x, batch_size=256, device=device, amp_dtype=amp)
+        pooled = [apply_in_batches(features, resize_images(split.x, size), batch_size=256, device=device, amp_dtype=amp)
                   for split in (train, val)]
         (scores,), strength = linear_probe(pooled[0], train.y, pooled[1], folds=3)
         accuracy = float((torch.from_numpy(scores).argmax(1) == val.y).float().mean())

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from kdcourse import data as kd_data
 from kdcourse.explain import foreground_shares, grabcut_foreground, shap_maps
 from kdcourse.stats import Effect, bootstrap_effect, joint_verdict, paired_effect
-from kdcourse.studies.tlkd.config import PAIRS, load_backbones, resized, teacher_roles
+from kdcourse.studies.tlkd.config import PAIRS, load_backbones, resize_images, teacher_roles
 from kdcourse.studies.tlkd.runner import OneView, TlkdOutcome
 
 __all__ = ["ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
@@ -85,11 +85,6 @@ def image_foreground(models: Mapping[str, Mapping[int, nn.Module]], images: Tens
     return pd.DataFrame(rows)
 
 
-def _at_size(images: Tensor, size: int) -> Tensor:
-    """uint8 images ``(N, 3, H, W)`` at ``size`` px (:func:`kdcourse.studies.tlkd.config.resized`)."""
-    return resized(kd_data.ImageSplit(images, torch.zeros(len(images), dtype=torch.long)), size).x
-
-
 def student_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, images: Tensor, masks: np.ndarray, *,
                        samples: int = 200, teacher: bool = False) -> pd.DataFrame:
     """:func:`image_foreground` of the TL and TL+KD (thesis) students of ``outcome`` (fine-tuned when that
@@ -106,7 +101,7 @@ def student_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, images:
     size = config.size
     scaled_masks = torch.nn.functional.interpolate(torch.from_numpy(masks)[:, None].float(), size=(size, size),
                                                    mode="nearest")[:, 0].numpy() > 0.5
-    scaled = (_at_size(images, size), scaled_masks, _at_size(dataset.train.x[:100], size))
+    scaled = (resize_images(images, size), scaled_masks, resize_images(dataset.train.x[:100], size))
     rows = [image_foreground(students, *scaled, nets["student"].mean, nets["student"].std, samples=samples)]
     if teacher:
         roles = teacher_roles(PAIRS[config.pair])

@@ -31,7 +31,7 @@ from kdcourse.studies.tlkd.config import (
     at_size,
     check,
     load_backbones,
-    resized,
+    resize_images,
     teacher_roles,
 )
 from kdcourse.train import FitResult, fit, predict_logits
@@ -226,7 +226,7 @@ class _Study:
         """``teacher``'s logits ``(V, n, K)`` on every view of uint8 ``images`` as the teacher sees them (the
         native images for a teacher from scratch, else at the study's size)."""
         if self.pair.pretrained_teacher:
-            images = resized(kd_data.ImageSplit(images, torch.zeros(len(images), dtype=torch.long)), self.config.size).x
+            images = resize_images(images, self.config.size)
         on_images = OnImages(teacher, *self.teacher_normalisation)
         return torch.stack([apply_in_batches(on_images, dihedral_view(images, code), batch_size=64 if self.pair.pretrained_teacher
                                              else 500, device=self.device, amp_dtype=self.amp) for code in self.codes])
@@ -310,7 +310,7 @@ class _Study:
         """Student pooled features ``(V, n, D)`` (of its frozen pretrained network, at the study's size) and
         teacher logits ``(V, n, K)`` on every view of uint8 ``images`` (as loaded), computed batch by batch."""
         student = OnImages(self.features["student"], self.nets["student"].mean, self.nets["student"].std)
-        at_study_size = resized(kd_data.ImageSplit(images, torch.zeros(len(images), dtype=torch.long)), self.config.size).x
+        at_study_size = resize_images(images, self.config.size)
         pooled = torch.stack([apply_in_batches(student, dihedral_view(at_study_size, code), batch_size=64, device=self.device,
                                                amp_dtype=self.amp) for code in self.codes])
         one_view = OneView(teacher) if not self.pair.pretrained_teacher else teacher
