@@ -299,6 +299,7 @@ def test_the_recorded_mhist_run_gives_every_table_figure_and_sentence(recorded):
     runs, history, sweeps = (pd.DataFrame(found[key]) for key in ("runs", "history", "sweeps"))
     overview = report.overview(found).splitlines()
     assert len(overview) == 1 + len(found["chosen"]) and f"{found['data_counts']['test']} test images" in overview[0]
+    assert overview[0].startswith("MHIST: ") and report.teacher_text(found) == ""  # a pretrained teacher
     repeated = [regime for regime in found["chosen"] if report.repeats_thesis(found, regime)]
     assert len(report.true_positive_tables(found)) == 2 * len(found["confusion"]) - len(repeated)
     runs, history = (report.without_repeated_arm(frame, found) for frame in (runs, history))
@@ -389,7 +390,11 @@ def test_a_cifar_record_gives_every_table_figure_and_sentence(outcomes, generate
     assert len(report.rates_table(found).frame) == 4
     assert report.dataset_name(found) == "CIFAR-10" and found["foreground"]["masks"] == found_masks
     overview = report.overview(found)
-    assert overview.startswith("CIFAR-10: 120 training") and "AirbenchNet trained from scratch" in overview
+    assert found["source"] == generated.source == "generated stand-in for CIFAR-10"
+    assert overview.startswith(f"{generated.source}: 120 training") and "AirbenchNet trained from scratch" in overview
+    teacher = report.teacher_text(found)  # beside the paper's number, with what differs from its run
+    assert "reports 94.0 % after 9.9 epochs" in teacher and f"reads {generated.source}, not the release" in teacher
+    assert "trains on 120 images where the paper trains on all 50,000" in teacher
     assert "AUC" not in overview.splitlines()[0]
     gaps = report.teacher_gaps(found)
     assert list(gaps.regime) == ["thesis", "finetune"] and gaps["n"].eq(2).all()

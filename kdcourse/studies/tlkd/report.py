@@ -42,6 +42,7 @@ __all__ = [
     "label_noise_text", "verdict_counts", "verdicts_text", "full_record", "cifar_record",
     "PHOTO_COMPARISONS", "teacher_gaps", "gap_text", "stage_table", "sizes_table", "photo_lessons_text",
     "thesis_comparison_text", "THESIS_CIFAR", "rates_table", "PARTS", "carried_note", "generated_note",
+    "AIRBENCH_PAPER", "teacher_text",
 ]
 
 REGIME_WORDS = {"thesis": "thesis regime (frozen backbone)", "finetune": "fine-tuning regime"}
@@ -231,7 +232,7 @@ def overview(found: Mapping[str, Any]) -> str:
     teachers, counts = pd.DataFrame(found["teachers"]), found["data_counts"]
     auc = (f", AUC {tables.mean_std_text(teachers.auc.mean(), teachers.auc.std(), 3)}"
            if "auc" in teachers and teachers.auc.notna().all() else "")
-    lines = [f"{dataset_name(found)}: {counts['train']} training, {counts['val']} validation and {counts['test']} test "
+    lines = [f"{found.get('source') or dataset_name(found)}: {counts['train']} training, {counts['val']} validation and {counts['test']} test "
              f"images; teacher {_teacher_words(found)}, student {_student(found)} at {found['config']['size']} px; "
              f"teacher test accuracy {tables.mean_std_text(100 * teachers.accuracy.mean(), 100 * teachers.accuracy.std(), 1)} %"
              + auc + _one_view(teachers)]
@@ -414,6 +415,29 @@ def teacher_gaps(found: Mapping[str, Any]) -> pd.DataFrame:
         tl = runs[(runs.regime == regime) & (runs.arm == "tl")].set_index("seed").accuracy
         rows.append({"regime": regime, **stats.paired_effect(teachers[tl.index], tl).as_dict()})
     return pd.DataFrame(rows)
+
+
+AIRBENCH_PAPER = {"accuracy": 94.0, "epochs": 9.9, "train": 50_000}  # airbench94 on the release, on a GPU (%)
+
+
+def teacher_text(found: Mapping[str, Any]) -> str:
+    """What a teacher trained from scratch reached and cost per seed, beside the airbench94 paper's result and
+    how our run differs from it; empty for a pretrained teacher."""
+    if recorded_teacher(found):
+        return ""
+    teachers, paper = pd.DataFrame(found["teachers"]), AIRBENCH_PAPER
+    accuracy, minutes = 100 * teachers.accuracy, teachers.train_seconds / 60
+    source = found.get("source") or dataset_name(found)
+    copy = f"reads {source}, not the release, " if source != "CIFAR-10" else ""
+    return (f"The teacher reaches {tables.mean_std_text(accuracy.mean(), accuracy.std(), 1)} % test accuracy after "
+            f"{found['config']['teacher_epochs']} epochs, in {tables.mean_std_text(minutes.mean(), minutes.std(), 1)} "
+            f"minutes of training per seed ({found['device']}). The airbench94 paper reports {paper['accuracy']:.1f} % "
+            f"after {paper['epochs']:g} epochs (ours minus the paper's: {accuracy.mean() - paper['accuracy']:+.1f} "
+            f"points). Our run "
+            f"{copy}trains on {found['data_counts']['train']:,} images where the paper trains on all "
+            f"{paper['train']:,} (it keeps no validation split), and leaves out the paper's lookahead (a moving "
+            "average of the weights copied back into the network during training); how much each of these costs "
+            "was not measured apart.")
 
 
 def gap_text(found: Mapping[str, Any]) -> str:

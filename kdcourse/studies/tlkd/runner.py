@@ -105,7 +105,7 @@ class TlkdOutcome:
     the wall time of this call's caches and sweeps.
     ``models``: the networks per regime, arm and seed (on normalised images), for explanations;
     ``teacher_models``: the teacher of each seed (on normalised images as the teacher sees them: the data's
-    own size for a teacher from scratch).
+    own size for a teacher from scratch). ``source``: which copy of the data was read (its loader's ``source``).
     """
 
     config: TlkdConfig
@@ -120,6 +120,7 @@ class TlkdOutcome:
     weights: dict[str, str]
     cache_seconds: float
     sweep_seconds: float
+    source: str
     stage_seconds: dict[str, float] = field(default_factory=dict)
     models: dict[str, dict[str, dict[int, nn.Module]]] = field(default_factory=dict)
     teacher_models: dict[int, nn.Module] = field(default_factory=dict)
@@ -491,7 +492,7 @@ def run_study(config: TlkdConfig, dataset: kd_data.ImageData, *, run_root: Path 
     counts = {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)}
     return TlkdOutcome(config, pd.DataFrame(runs), confusion, pd.DataFrame(history), grid, chosen, pd.DataFrame(sweep_rows),
                        pd.DataFrame(teacher_rows), counts, {role: net.weights for role, net in study.nets.items()},
-                       study.cache_seconds, time.perf_counter() - start, stages, models,
+                       study.cache_seconds, time.perf_counter() - start, dataset.source, stages, models,
                        {seed: network for seed, (network, _) in teachers.items()})
 
 
@@ -500,7 +501,8 @@ def outcome_record(outcome: TlkdOutcome) -> dict:
     config = {key: list(value) if isinstance(value, tuple) else value for key, value in vars(outcome.config).items()}
     config["sweeps"] = [[sweep, list(levels)] for sweep, levels in outcome.config.sweeps]
     return {
-        "config": config, "classes": list(CLASSES[outcome.config.dataset]), "data_counts": outcome.data_counts, "weights": outcome.weights, "chosen": outcome.chosen,
+        "config": config, "source": outcome.source, "classes": list(CLASSES[outcome.config.dataset]),
+        "data_counts": outcome.data_counts, "weights": outcome.weights, "chosen": outcome.chosen,
         "runs": json_records(outcome.runs), "history": json_records(outcome.history), "grid": json_records(outcome.grid),
         "sweeps": json_records(outcome.sweeps), "teachers": json_records(outcome.teachers),
         "confusion": {regime: {arm: {str(seed): matrix for seed, matrix in by_seed.items()} for arm, by_seed in arms.items()}
