@@ -37,7 +37,7 @@ from kdcourse.studies.tlkd.tables import (
 __all__ = [
     "REGIME_WORDS", "METRIC_HEADERS", "METRIC_WORDS", "SWEEP_WORDS", "TEACHER_RECIPES", "THESIS_SCHEDULE", "config_table",
     "departures_text", "scored_images", "cost_tables", "cost_text", "repeats_thesis", "without_repeated_arm",
-    "recorded_teacher", "teacher_note", "dataset_name", "overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
+    "recorded_teacher", "teacher_note", "dataset_name", "data_source", "overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
     "sweep_shown", "share_table", "share_effects", "mnist_record", "summary_text", "lessons_text", "mnist_lessons_text",
     "label_noise_text", "verdict_counts", "verdicts_text", "full_record", "cifar_record",
     "PHOTO_COMPARISONS", "teacher_gaps", "gap_text", "stage_table", "sizes_table", "photo_lessons_text",
@@ -198,6 +198,12 @@ def dataset_name(found: Mapping[str, Any]) -> str:
     return DATASET_WORDS[PAIRS[found["config"]["pair"]].dataset]
 
 
+def data_source(found: Mapping[str, Any]) -> str:
+    """The copy of the data a record read (its loader's ``source``, e.g. ``"CIFAR-10 (JPEG copy)"``), or the data
+    set's name for a record made before the source was kept."""
+    return found.get("source") or dataset_name(found)
+
+
 def _teacher_words(found: Mapping[str, Any]) -> str:
     """The teacher of a record: its network, an ensemble's members, or the network trained from scratch."""
     networks = recorded_teacher(found)
@@ -232,7 +238,7 @@ def overview(found: Mapping[str, Any]) -> str:
     teachers, counts = pd.DataFrame(found["teachers"]), found["data_counts"]
     auc = (f", AUC {tables.mean_std_text(teachers.auc.mean(), teachers.auc.std(), 3)}"
            if "auc" in teachers and teachers.auc.notna().all() else "")
-    lines = [f"{found.get('source') or dataset_name(found)}: {counts['train']} training, {counts['val']} validation and {counts['test']} test "
+    lines = [f"{data_source(found)}: {counts['train']} training, {counts['val']} validation and {counts['test']} test "
              f"images; teacher {_teacher_words(found)}, student {_student(found)} at {found['config']['size']} px; "
              f"teacher test accuracy {tables.mean_std_text(100 * teachers.accuracy.mean(), 100 * teachers.accuracy.std(), 1)} %"
              + auc + _one_view(teachers)]
@@ -427,7 +433,7 @@ def teacher_text(found: Mapping[str, Any]) -> str:
         return ""
     teachers, paper = pd.DataFrame(found["teachers"]), AIRBENCH_PAPER
     accuracy, minutes = 100 * teachers.accuracy, teachers.train_seconds / 60
-    source = found.get("source") or dataset_name(found)
+    source = data_source(found)
     copy = f"reads {source}, not the release, " if source != "CIFAR-10" else ""
     return (f"The teacher reaches {tables.mean_std_text(accuracy.mean(), accuracy.std(), 1)} % test accuracy after "
             f"{found['config']['teacher_epochs']} epochs, in {tables.mean_std_text(minutes.mean(), minutes.std(), 1)} "
