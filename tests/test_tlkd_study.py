@@ -315,6 +315,43 @@ def test_the_recorded_mhist_run_gives_every_table_figure_and_sentence(recorded):
     assert report.summary_text(None, None).startswith("CIFAR-10 not run; MHIST not run")
 
 
+def test_the_recorded_cifar_run_is_complete_and_gives_every_table_figure_and_sentence(recorded):
+    """The recorded CIFAR-10 study: the JPEG copy read whole, three seeds, every sweep level, SHAP on the
+    photographs whose masks found an object, the stage times and rates, and every table, figure and sentence of its section."""
+    from matplotlib.figure import Figure
+
+    found = recorded["cifar10"]
+    config, seeds = found["config"], set(found["config"]["seeds"])
+    assert found["source"] == "CIFAR-10 (JPEG copy)" and seeds == {0, 7, 42}
+    assert found["data_counts"]["test"] == 10000 and found["data_counts"]["train"] + found["data_counts"]["val"] == 50000
+    runs, history, sweeps = (pd.DataFrame(found[key]) for key in ("runs", "history", "sweeps"))
+    assert runs.groupby(["regime", "arm"]).seed.apply(set).eq(seeds).all()
+    levels = {(sweep, level) for sweep, values in config["sweeps"] for level in values}
+    assert set(zip(sweeps.sweep, sweeps.level)) == levels and sweeps.groupby(["sweep", "level"]).seed.nunique().eq(3).all()
+    shares = pd.DataFrame(found["foreground"]["shares"])
+    scored = int(re.search(r"the first (\d+) of them are scored", found["foreground"]["masks"]).group(1))
+    assert shares.image.nunique() == scored > 0 and set(shares.model) == {"tl", "tlkd_thesis", "teacher"}
+    assert shares.groupby("model").seed.apply(set).eq(seeds).all()
+    assert report.overview(found).startswith("CIFAR-10 (JPEG copy): 45000 training")
+    assert "reports 94.0 % after 9.9 epochs" in report.teacher_text(found)
+    assert report.gap_text(found).startswith("On CIFAR-10 the teacher leads the TL student by ")
+    runs, history = (report.without_repeated_arm(frame, found) for frame in (runs, history))
+    assert len(report.score_tables(runs, "CIFAR-10")) == 2 and report.true_positive_tables(found)
+    assert "93.46" in report.thesis_comparison_text(found)
+    effects, _ = report.share_effects(shares, report.PHOTO_COMPARISONS)
+    assert len(effects) == len(report.PHOTO_COMPARISONS)
+    speed, _ = report.speed_shown(history, tuple(config["thresholds"]))
+    h4, _ = report.sweep_shown(sweeps)
+    assert report.label_noise_text(h4, retrained=True)
+    stages = report.stage_table(found)
+    assert len(stages.frame) == len(runner.STAGES) + 2 and found["device"] in stages.caption
+    assert len(report.rates_table(found).frame) == 4 and len(report.sizes_table(found).frame) == 3
+    assert report.lessons_text(found, speed, h4).count("* CIFAR-10") == runs.regime.nunique() + 2
+    for figure in (figures.confusion_figure(found), figures.learning_curves(history), figures.sweep_figure(sweeps)):
+        assert isinstance(figure, Figure) and figure.axes
+        plt.close(figure)
+
+
 def test_a_chosen_setting_equal_to_the_thesis_is_not_shown_as_a_second_arm(recorded):
     found = copy.deepcopy(recorded["mhist"])
     for regime in found["chosen"]:  # as if validation had chosen the thesis's setting in every regime

@@ -27,7 +27,7 @@ def mask_figure(images: Tensor, masks: np.ndarray, labels: list[str], source: st
         axes[1, column].imshow(masks[column], cmap="gray")
         for ax in axes[:, column]:
             ax.axis("off")
-    fig.suptitle(f"GrabCut foreground masks ({source}; white: foreground)")
+    fig.suptitle(f"GrabCut foreground masks, {source} (white: foreground)")
     fig.tight_layout()
     return fig
 
