@@ -19,7 +19,7 @@ import torch
 from kdcourse import data, stats
 from kdcourse.backbones import MissingWeightsError
 from kdcourse.studies import mnist_distillation, tlkd
-from kdcourse.studies.tlkd import figures, report, runner
+from kdcourse.studies.tlkd import figures, foreground, report, runner
 
 SMOKE = {"size": 32, "limit": 120, "val_size": 40, "mixed_precision": False}
 
@@ -329,8 +329,11 @@ def test_the_recorded_cifar_run_is_complete_and_gives_every_table_figure_and_sen
     levels = {(sweep, level) for sweep, values in config["sweeps"] for level in values}
     assert set(zip(sweeps.sweep, sweeps.level)) == levels and sweeps.groupby(["sweep", "level"]).seed.nunique().eq(3).all()
     shares = pd.DataFrame(found["foreground"]["shares"])
-    scored = int(re.search(r"the first (\d+) of them are scored", found["foreground"]["masks"]).group(1))
-    assert shares.image.nunique() == scored > 0 and set(shares.model) == {"tl", "tlkd_thesis", "teacher"}
+    explained = found["foreground"]["images"]  # at least 200 photographs, 20 of each class, every one scored
+    assert len(set(explained)) == len(explained) >= 200 and set(shares.image) == set(explained)
+    assert np.bincount(found["foreground"]["labels"], minlength=10).tolist() == [len(explained) // 10] * 10
+    assert f"found an object in {len(explained)} of the {found['foreground']['tried']}" in found["foreground"]["masks"]
+    assert set(shares.model) == {"tl", "tlkd_thesis", "teacher"}
     assert shares.groupby("model").seed.apply(set).eq(seeds).all()
     assert report.overview(found).startswith("CIFAR-10 (JPEG copy): 45000 training")
     assert "reports 94.0 % after 9.9 epochs" in report.teacher_text(found)
@@ -416,9 +419,10 @@ def test_a_cifar_record_gives_every_table_figure_and_sentence(outcomes, generate
 
     first, _ = outcomes
     photo = tlkd.photo_foreground(first, generated, 6, 4)
-    assert len(photo.images) == len(photo.masks) == 12 and len(photo.scored) <= 6
+    assert len(photo.images) == len(photo.objects.masks) == 6 and photo.labels.tolist() == list(range(6))
     assert set(photo.shares.model) == {"tl", "tlkd_thesis", "teacher"} and photo.seconds > 0
-    assert set(photo.shares.image) <= set(range(len(photo.scored)))
+    assert set(photo.shares.image) == set(photo.objects.indices.tolist())  # test indices, every image scored
+    assert torch.equal(generated.test.y[photo.objects.indices], photo.labels)
     found_masks = photo.found
     sizes = tlkd.student_sizes(first.config, generated, sizes=(32,), images=60)
     rates = tlkd.study_rates(first.config)
@@ -443,7 +447,7 @@ def test_a_cifar_record_gives_every_table_figure_and_sentence(outcomes, generate
     photo = pd.DataFrame(found["foreground"]["shares"])
     effects, table = report.share_effects(photo, report.PHOTO_COMPARISONS)
     assert len(effects) == 3 and "object" in repr(report.share_table(photo, "CIFAR-10", foreground="object").frame.columns)
-    assert report.photo_lessons_text(photo, effects, found_masks).startswith("* CIFAR-10, hypothesis 2: GrabCut found")
+    assert report.photo_lessons_text(photo, effects, found_masks).startswith("* CIFAR-10, hypothesis 2: GrabCut, run on")
     h4, sweep_shown = report.sweep_shown(pd.DataFrame(found["sweeps"]))
     assert "teacher accuracy (%)" in sweep_shown.frame.columns
     assert "same noisy labels" in report.label_noise_text(h4.assign(verdict="clears the noise"), retrained=True)
@@ -462,12 +466,21 @@ def test_a_cifar_record_gives_every_table_figure_and_sentence(outcomes, generate
         plt.close(figure)
 
 
-def test_scored_images_leave_out_empty_and_full_masks():
-    masks = np.zeros((5, 4, 4), dtype=bool)
-    masks[1, :2] = masks[3, 0, 0] = masks[4, 1:] = True
-    masks[2] = True  # full: no background
-    scored, sentence = report.scored_images(masks, count=2)
-    assert scored.tolist() == [1, 3] and sentence.startswith("GrabCut found an object in 3 of the first 5")
+def test_object_images_take_the_same_number_per_class_and_pass_over_empty_masks():
+    rng = np.random.default_rng(0)
+    images = rng.normal(60, 10, (8, 32, 32, 3)).clip(0, 255).astype(np.uint8)  # noise: GrabCut finds nothing
+    with_object = [1, 2, 3, 5, 6]
+    images[with_object, 10:22, 10:22] = (220, 40, 40)
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    labels = torch.arange(8) % 2  # class 0: images 0, 2, 4, 6 (objects in 2 and 6); class 1: 1, 3, 5, 7
+    objects = tlkd.object_images(images, labels, count=4, classes=2, side=64)
+    assert labels[objects.indices].tolist() == [0, 1, 0, 1]  # class by class in turn
+    assert set(objects.indices[::2]) == {2, 6} and set(objects.indices[1::2]) <= {1, 3, 5}
+    assert objects.masks.shape == (4, 32, 32) and objects.masks[:, 10:22, 10:22].mean() > 0.9
+    assert 4 <= objects.tried <= 8 and objects.native_found <= objects.tried
+    assert "found an object in 4 of the" in foreground.found_sentence(objects, 2, 32)
+    with pytest.raises(ValueError, match="only 2 of the 4 test images of class 0"):
+        tlkd.object_images(images, labels, count=6, classes=2, side=64)
 
 
 def test_config_table_names_the_pair_and_what_each_regime_trains():

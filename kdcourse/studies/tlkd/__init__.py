@@ -56,8 +56,10 @@ from kdcourse.studies.tlkd.foreground import (
     ForegroundOutcome,
     foreground_effects,
     image_foreground,
+    ObjectImages,
     PhotoForeground,
     mnist_foreground,
+    object_images,
     photo_foreground,
     shap_record,
     student_foreground,
@@ -83,6 +85,6 @@ __all__ = [
     "load_backbones", "load_data", "cifar_for", "at_size", "OnImages", "PreLogits", "TlkdOutcome", "run_study", "outcome_record",
     "arm_scores", "effects_table", "epochs_to_reach", "speed_table", "sweep_table", "true_positive_change",
     "ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
-    "shap_record", "student_foreground", "PhotoForeground", "photo_foreground",
+    "shap_record", "student_foreground", "ObjectImages", "object_images", "PhotoForeground", "photo_foreground",
     "pass_counts", "student_sizes", "study_rates", "estimated_seconds",
 ]

@@ -3,6 +3,7 @@ stroke pixels, known exactly) and on photographs (a GrabCut mask), and its paire
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from kdcourse.studies.tlkd.config import PAIRS, load_backbones, resize_images, t
 from kdcourse.studies.tlkd.runner import OneView, TlkdOutcome
 
 __all__ = ["ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
-           "shap_record", "student_foreground", "scored_images", "PhotoForeground", "photo_foreground"]
+           "shap_record", "student_foreground", "ObjectImages", "object_images", "PhotoForeground",
+           "found_sentence", "photo_foreground"]
 
 
 @dataclass
@@ -117,42 +119,97 @@ def student_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, images:
     return pd.concat(rows, ignore_index=True)
 
 
-def scored_images(masks: np.ndarray, count: int) -> tuple[np.ndarray, str]:
-    """The first ``count`` images whose mask ``(N, H, W)`` found an object (neither empty nor full), and a
-    sentence that says how many did."""
-    area = masks.reshape(len(masks), -1).mean(1)
-    found = (area > 0) & (area < 1)
-    scored = np.flatnonzero(found)[:count]
-    return scored, (f"GrabCut found an object in {int(found.sum())} of the first {len(masks)} test images; "
-                    f"the first {len(scored)} of them are scored")
+@dataclass
+class ObjectImages:
+    """Test images on which GrabCut found an object: their ``indices`` in the test split (class by class in
+    turn, so that any first few span the classes), their ``masks`` ``(N, H, W)`` at the images' own size,
+    how many images were ``tried`` to find them, and on how many of those the cut run at the images' own
+    size (no upsampling) finds an object (``native_found``), with the working ``side``."""
+
+    indices: np.ndarray
+    masks: np.ndarray
+    tried: int
+    native_found: int
+    side: int
+
+
+def _has_object(mask: np.ndarray) -> bool:
+    """Whether a mask found an object: neither empty nor the whole image."""
+    return 0 < mask.mean() < 1
+
+
+def object_images(images: Tensor, labels: Tensor, count: int, classes: int, *, seed: int = 0,
+                  side: int = 256) -> ObjectImages:
+    """``count`` images of uint8 ``images`` ``(N, 3, H, W)`` on which :func:`grabcut_foreground` (at ``side``
+    pixels) finds an object, the same number from each of the ``classes`` labels (the first ``count %
+    classes`` classes one more). Each class's images are tried in a random order drawn from ``seed`` until
+    its share has an object; a mask that is empty or covers the whole image says nothing about where a
+    map points and is passed over."""
+    if count < 1 or classes < 1:
+        raise ValueError(f"count and classes must be >= 1, got {count} and {classes}")
+    generator = torch.Generator().manual_seed(seed)
+    found: list[list[tuple[int, np.ndarray]]] = []
+    tried = native = 0
+    for label in range(classes):
+        quota = count // classes + (label < count % classes)
+        members = torch.nonzero(labels == label).flatten()
+        kept: list[tuple[int, np.ndarray]] = []
+        for index in members[torch.randperm(len(members), generator=generator)].tolist():
+            if len(kept) == quota:
+                break
+            mask = grabcut_foreground(images[index], side=side)
+            tried += 1
+            native += _has_object(grabcut_foreground(images[index], side=None))
+            if _has_object(mask):
+                kept.append((index, mask))
+        if len(kept) < quota:
+            raise ValueError(f"GrabCut found an object in only {len(kept)} of the {len(members)} test images of class "
+                             f"{label}, fewer than the {quota} asked for: ask for fewer images (count={count})")
+        found.append(kept)
+    in_turn = [entry for turn in itertools.zip_longest(*found) for entry in turn if entry is not None]
+    return ObjectImages(np.array([index for index, _ in in_turn]), np.stack([mask for _, mask in in_turn]), tried,
+                        int(native), side)
 
 
 @dataclass
 class PhotoForeground:
-    """Hypothesis 2 on photographs: the test ``images`` explained (uint8, as loaded), their GrabCut ``masks``
-    ``(N, H, W)``, the indices of the ``scored`` ones (an object found), the sentence that says how many
-    were (``found``), the foreground ``shares`` (:func:`student_foreground`, with the teacher) and the
-    ``seconds`` of the masks and maps."""
+    """Hypothesis 2 on photographs: the test images explained (uint8 ``images``, as loaded, and their
+    ``labels``), where GrabCut found their objects (``objects``: test indices and masks), the sentence that
+    says how many images that took (``found``), the foreground ``shares`` (:func:`student_foreground`, with
+    the teacher; ``image`` is the test index) and the ``seconds`` of the masks and maps."""
 
     images: Tensor
-    masks: np.ndarray
-    scored: np.ndarray
+    labels: Tensor
+    objects: ObjectImages
     found: str
     shares: pd.DataFrame
     seconds: float
 
 
+def found_sentence(objects: ObjectImages, classes: int, size: int) -> str:
+    """How many test images GrabCut was given to find ``objects``, and what the cut finds at the images'
+    own ``size``."""
+    count = len(objects.indices)
+    per_class = (f"one from each of {count} classes" if count < classes else f"{count // classes} per class"
+                 if count % classes == 0 else f"{count // classes} or {count // classes + 1} per class")
+    return (f"GrabCut, run on the photographs upsampled to {objects.side} px, found an object in {count} of the "
+            f"{objects.tried} test images it was given (drawn at random, {per_class}); "
+            f"run on the same images at their own {size} px it finds one in {objects.native_found}")
+
+
 def photo_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, count: int, samples: int) -> PhotoForeground:
-    """GrabCut masks of the first ``2 · count`` test images of ``dataset`` and the foreground shares of the
-    students and the teacher of ``outcome`` on the first ``count`` of them with an object, ``samples`` SHAP
+    """The foreground shares of the students and the teacher of ``outcome`` on ``count`` test images of
+    ``dataset`` with an object (:func:`object_images`, the same number per class), ``samples`` SHAP
     samples per map."""
     start = time.perf_counter()
-    images = dataset.test.x[: 2 * count]
-    masks = np.stack([grabcut_foreground(image) for image in images])
-    scored, found = scored_images(masks, count)
-    shares = student_foreground(outcome, dataset, images[torch.from_numpy(scored)], masks[scored], samples=samples,
-                                teacher=True)
-    return PhotoForeground(images, masks, scored, found, shares, time.perf_counter() - start)
+    classes = len(dataset.classes)
+    objects = object_images(dataset.test.x, dataset.test.y, count, classes)
+    chosen = torch.from_numpy(objects.indices)
+    images = dataset.test.x[chosen]
+    shares = student_foreground(outcome, dataset, images, objects.masks, samples=samples, teacher=True)
+    shares["image"] = objects.indices[shares["image"].to_numpy()]  # the test index, not the position
+    found = found_sentence(objects, classes, images.shape[-1])
+    return PhotoForeground(images, dataset.test.y[chosen], objects, found, shares, time.perf_counter() - start)
 
 
 FOREGROUND_COMPARISONS = (("kd", "scratch"), ("teacher", "kd"), ("teacher", "scratch"))

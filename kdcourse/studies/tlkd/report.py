@@ -22,7 +22,6 @@ from kdcourse.studies.tlkd.foreground import (
     ForegroundOutcome,
     PhotoForeground,
     foreground_effects,
-    scored_images,
 )
 from kdcourse.studies.tlkd.runner import TlkdOutcome, outcome_record
 from kdcourse.studies.tlkd.tables import (
@@ -36,7 +35,7 @@ from kdcourse.studies.tlkd.tables import (
 
 __all__ = [
     "REGIME_WORDS", "METRIC_HEADERS", "METRIC_WORDS", "SWEEP_WORDS", "TEACHER_RECIPES", "THESIS_SCHEDULE", "config_table",
-    "departures_text", "scored_images", "cost_tables", "cost_text", "repeats_thesis", "without_repeated_arm",
+    "departures_text", "cost_tables", "cost_text", "repeats_thesis", "without_repeated_arm",
     "recorded_teacher", "teacher_note", "dataset_name", "data_source", "overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
     "sweep_shown", "share_table", "share_effects", "mnist_record", "summary_text", "lessons_text", "mnist_lessons_text",
     "label_noise_text", "verdict_counts", "verdicts_text", "full_record", "cifar_record",
@@ -363,7 +362,8 @@ def summary_text(mhist: Mapping[str, Any] | None, cifar: Mapping[str, Any] | Non
 def cifar_record(outcome: TlkdOutcome, photo: PhotoForeground | None, sizes: pd.DataFrame | None,
                  rates: dict[str, float] | None = None) -> dict:
     """The JSON-ready record of a CIFAR-10 run: :func:`outcome_record`, the foreground shares of hypothesis 2
-    with the sentence on how many GrabCut masks were usable and the seconds of the SHAP maps
+    with the sentence on how many GrabCut masks were usable, the explained test ``images`` with their
+    ``labels``, how many images were ``tried`` at which working ``side``, and the seconds of the SHAP maps
     (:func:`kdcourse.studies.tlkd.foreground.photo_foreground`), the student's size comparison
     (:func:`kdcourse.studies.tlkd.costs.student_sizes`) and the networks' throughput
     (:func:`kdcourse.studies.tlkd.costs.study_rates`)."""
@@ -371,7 +371,9 @@ def cifar_record(outcome: TlkdOutcome, photo: PhotoForeground | None, sizes: pd.
     if rates is not None:
         record["rates"] = {name: round(rate, 1) for name, rate in rates.items()}
     if photo is not None:
-        record["foreground"] = {"shares": json_records(photo.shares), "masks": photo.found, "seconds": round(photo.seconds, 1)}
+        record["foreground"] = {"shares": json_records(photo.shares), "masks": photo.found, "seconds": round(photo.seconds, 1),
+                                "images": photo.objects.indices.tolist(), "labels": photo.labels.tolist(),
+                                "tried": photo.objects.tried, "side": photo.objects.side}
     if sizes is not None:
         record["sizes"] = json_records(sizes)
     return record
