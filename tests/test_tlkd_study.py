@@ -348,6 +348,9 @@ def test_the_recorded_cifar_run_is_complete_and_gives_every_table_figure_and_sen
     assert report.label_noise_text(h4, retrained=True)
     stages = report.stage_table(found)
     assert len(stages.frame) == len(runner.STAGES) + 2 and found["device"] in stages.caption
+    training = sum(found["stage_seconds"][stage] for stage in report.TRAINING_STAGES) / 60
+    assert "of them training networks" in stages.caption and f", {training:.0f} of them" in stages.caption
+    assert set(report.TRAINING_STAGES) < set(runner.STAGES)
     assert len(report.rates_table(found).frame) == 4 and len(report.sizes_table(found).frame) == 3
     assert report.lessons_text(found, speed, h4).count("* CIFAR-10") == runs.regime.nunique() + 2
     for figure in (figures.confusion_figure(found), figures.learning_curves(history), figures.sweep_figure(sweeps)):

@@ -35,7 +35,7 @@ from kdcourse.studies.tlkd.tables import (
 
 __all__ = [
     "REGIME_WORDS", "METRIC_HEADERS", "METRIC_WORDS", "SWEEP_WORDS", "TEACHER_RECIPES", "THESIS_SCHEDULE", "config_table",
-    "departures_text", "cost_tables", "cost_text", "repeats_thesis", "without_repeated_arm",
+    "departures_text", "TRAINING_STAGES", "cost_tables", "cost_text", "repeats_thesis", "without_repeated_arm",
     "recorded_teacher", "teacher_note", "dataset_name", "data_source", "overview", "labelled", "effect_cells", "score_tables", "true_positive_tables", "speed_shown",
     "sweep_shown", "share_table", "share_effects", "mnist_record", "summary_text", "lessons_text", "mnist_lessons_text",
     "label_noise_text", "verdict_counts", "verdicts_text", "full_record", "cifar_record",
@@ -456,8 +456,12 @@ def gap_text(found: Mapping[str, Any]) -> str:
                            for row in gaps.to_dict("records")) + ".")
 
 
+TRAINING_STAGES = ("teacher", "thesis regime", "fine-tuning regime", "sweep teachers", "sweep students")  # weights learnt
+
+
 def stage_table(found: Mapping[str, Any]) -> tables.Table:
-    """The computing time of each stage of a run (its training, caches and SHAP maps), in minutes and shares."""
+    """The computing time of each stage of a run (its training, caches and SHAP maps), in minutes and shares;
+    the caption gives the total and the part spent training networks (:data:`TRAINING_STAGES`)."""
     seconds = dict(found["stage_seconds"])
     if "foreground" in found:
         seconds["SHAP maps (hypothesis 2)"] = found["foreground"]["seconds"]
@@ -466,9 +470,11 @@ def stage_table(found: Mapping[str, Any]) -> tables.Table:
     frame = pd.DataFrame({"stage": list(seconds), "minutes": [np.nan if v is None else v / 60 for v in seconds.values()]})
     frame["share (%)"] = 100 * frame.minutes / frame.minutes.sum()
     total, unknown = frame.minutes.sum(), int(frame.minutes.isna().sum())
+    training = frame[frame.stage.isin(TRAINING_STAGES)].minutes.sum()
     note = f"; {unknown} stage(s) of unknown cost, read from files written before costs were kept" if unknown else ""
     return tables.readable(frame, digits=1, caption=f"{dataset_name(found)}: computing time by stage, {total:.0f} minutes "
-                                                    f"in all ({found['device']}{note})")
+                                                    f"in all, {training:.0f} of them training networks "
+                                                    f"({found['device']}{note})")
 
 
 def rates_table(found: Mapping[str, Any]) -> tables.Table:
