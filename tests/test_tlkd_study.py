@@ -426,6 +426,11 @@ def test_a_cifar_record_gives_every_table_figure_and_sentence(outcomes, generate
     assert set(photo.shares.model) == {"tl", "tlkd_thesis", "teacher"} and photo.seconds > 0
     assert set(photo.shares.image) == set(photo.objects.indices.tolist())  # test indices, every image scored
     assert torch.equal(generated.test.y[photo.objects.indices], photo.labels)
+    again = tlkd.photo_foreground(first, generated, 6, 4)  # read back from the run's folder, with its first cost
+    pd.testing.assert_frame_equal(again.shares, photo.shares)
+    assert again.seconds == photo.seconds and again.found == photo.found
+    assert np.array_equal(again.objects.masks, photo.objects.masks) and torch.equal(again.images, photo.images)
+    assert len(list((first.folder / "foreground").glob("photos6_samples4.pt"))) == 1
     found_masks = photo.found
     sizes = tlkd.student_sizes(first.config, generated, sizes=(32,), images=60)
     rates = tlkd.study_rates(first.config)

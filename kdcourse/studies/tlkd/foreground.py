@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from kdcourse import checkpoints
 from kdcourse import data as kd_data
 from kdcourse.explain import foreground_shares, grabcut_foreground, shap_maps
 from kdcourse.stats import Effect, bootstrap_effect, joint_verdict, paired_effect
@@ -20,7 +21,7 @@ from kdcourse.studies.tlkd.config import PAIRS, load_backbones, resize_images, t
 from kdcourse.studies.tlkd.runner import OneView, TlkdOutcome
 
 __all__ = ["ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
-           "shap_record", "student_foreground", "ObjectImages", "object_images", "PhotoForeground",
+           "shap_record", "student_foreground", "explained_students", "OBJECT_SIDE", "ObjectImages", "object_images", "PhotoForeground",
            "found_sentence", "photo_foreground"]
 
 
@@ -87,6 +88,13 @@ def image_foreground(models: Mapping[str, Mapping[int, nn.Module]], images: Tens
     return pd.DataFrame(rows)
 
 
+def explained_students(outcome: TlkdOutcome) -> dict[str, dict[int, nn.Module]]:
+    """The students whose foreground shares are measured, by arm and seed: TL and TL+KD (thesis setting) of
+    the fine-tuning regime when it ran, else of the thesis regime."""
+    regime = "finetune" if "finetune" in outcome.config.regimes else "thesis"
+    return {arm: outcome.models[regime][arm] for arm in ("tl", "tlkd_thesis")}
+
+
 def student_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, images: Tensor, masks: np.ndarray, *,
                        samples: int = 200, teacher: bool = False) -> pd.DataFrame:
     """:func:`image_foreground` of the TL and TL+KD (thesis) students of ``outcome`` (fine-tuned when that
@@ -97,8 +105,7 @@ def student_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, images:
     own input size: the pretrained networks at the study's size (the masks resized with the images, by
     nearest neighbour), a teacher trained from scratch as they are. The rows of one image share its index."""
     config = outcome.config
-    regime = "finetune" if "finetune" in config.regimes else "thesis"
-    students = {arm: outcome.models[regime][arm] for arm in ("tl", "tlkd_thesis")}
+    students = explained_students(outcome)
     nets = load_backbones(config)
     size = config.size
     scaled_masks = torch.nn.functional.interpolate(torch.from_numpy(masks)[:, None].float(), size=(size, size),
@@ -138,8 +145,11 @@ def _has_object(mask: np.ndarray) -> bool:
     return 0 < mask.mean() < 1
 
 
+OBJECT_SIDE = 256  # the side (px) GrabCut cuts CIFAR-10's photographs at (see grabcut_foreground)
+
+
 def object_images(images: Tensor, labels: Tensor, count: int, classes: int, *, seed: int = 0,
-                  side: int = 256) -> ObjectImages:
+                  side: int = OBJECT_SIDE) -> ObjectImages:
     """``count`` images of uint8 ``images`` ``(N, 3, H, W)`` on which :func:`grabcut_foreground` (at ``side``
     pixels) finds an object, the same number from each of the ``classes`` labels (the first ``count %
     classes`` classes one more). Each class's images are tried in a random order drawn from ``seed`` until
@@ -200,16 +210,32 @@ def found_sentence(objects: ObjectImages, classes: int, size: int) -> str:
 def photo_foreground(outcome: TlkdOutcome, dataset: kd_data.ImageData, count: int, samples: int) -> PhotoForeground:
     """The foreground shares of the students and the teacher of ``outcome`` on ``count`` test images of
     ``dataset`` with an object (:func:`object_images`, the same number per class), ``samples`` SHAP
-    samples per map."""
-    start = time.perf_counter()
+    samples per map. Kept in the run's folder, keyed by the networks, the images and the sizes: a resumed
+    or re-rendered run reads them back, with the seconds they first took."""
     classes = len(dataset.classes)
-    objects = object_images(dataset.test.x, dataset.test.y, count, classes)
-    chosen = torch.from_numpy(objects.indices)
-    images = dataset.test.x[chosen]
-    shares = student_foreground(outcome, dataset, images, objects.masks, samples=samples, teacher=True)
-    shares["image"] = objects.indices[shares["image"].to_numpy()]  # the test index, not the position
-    found = found_sentence(objects, classes, images.shape[-1])
-    return PhotoForeground(images, dataset.test.y[chosen], objects, found, shares, time.perf_counter() - start)
+    networks = {f"{arm} seed {seed}": model for arm, by_seed in explained_students(outcome).items()
+                for seed, model in by_seed.items()} | {f"teacher seed {seed}": model
+                                                       for seed, model in outcome.teacher_models.items()}
+    key = {"count": str(count), "samples": str(samples), "side": str(OBJECT_SIDE),
+           "test images": checkpoints.tensor_fingerprint(dataset.test.x, dataset.test.y)}
+    key |= {name: checkpoints.module_fingerprint(model) for name, model in networks.items()}
+
+    def compute() -> dict:
+        objects = object_images(dataset.test.x, dataset.test.y, count, classes, side=OBJECT_SIDE)
+        shares = student_foreground(outcome, dataset, dataset.test.x[torch.from_numpy(objects.indices)], objects.masks,
+                                    samples=samples, teacher=True)
+        shares["image"] = objects.indices[shares["image"].to_numpy()]  # the test index, not the position
+        return {"indices": torch.from_numpy(objects.indices), "masks": torch.from_numpy(objects.masks),
+                "tried": objects.tried, "native_found": objects.native_found, "shares": shares.to_dict("list")}
+
+    path = outcome.folder / "foreground" / f"photos{count}_samples{samples}.pt" if outcome.folder else None
+    value, seconds = checkpoints.cached(path, key, compute, with_seconds=True)
+    objects = ObjectImages(value["indices"].numpy(), value["masks"].numpy(), value["tried"], value["native_found"],
+                           OBJECT_SIDE)
+    chosen = value["indices"]
+    found = found_sentence(objects, classes, dataset.test.x.shape[-1])
+    return PhotoForeground(dataset.test.x[chosen], dataset.test.y[chosen], objects, found,
+                           pd.DataFrame(value["shares"]), seconds)
 
 
 FOREGROUND_COMPARISONS = (("kd", "scratch"), ("teacher", "kd"), ("teacher", "scratch"))

@@ -106,6 +106,7 @@ class TlkdOutcome:
     ``models``: the networks per regime, arm and seed (on normalised images), for explanations;
     ``teacher_models``: the teacher of each seed (on normalised images as the teacher sees them: the data's
     own size for a teacher from scratch). ``source``: which copy of the data was read (its loader's ``source``).
+    ``folder``: the run's checkpoint folder, where analyses of its networks keep their caches too.
     """
 
     config: TlkdConfig
@@ -124,6 +125,7 @@ class TlkdOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     models: dict[str, dict[str, dict[int, nn.Module]]] = field(default_factory=dict)
     teacher_models: dict[int, nn.Module] = field(default_factory=dict)
+    folder: Path | None = None
 
 
 def _scores(logits: Tensor, labels: Tensor) -> dict[str, float]:
@@ -493,7 +495,7 @@ def run_study(config: TlkdConfig, dataset: kd_data.ImageData, *, run_root: Path 
     return TlkdOutcome(config, pd.DataFrame(runs), confusion, pd.DataFrame(history), grid, chosen, pd.DataFrame(sweep_rows),
                        pd.DataFrame(teacher_rows), counts, {role: net.weights for role, net in study.nets.items()},
                        study.cache_seconds, time.perf_counter() - start, dataset.source, stages, models,
-                       {seed: network for seed, (network, _) in teachers.items()})
+                       {seed: network for seed, (network, _) in teachers.items()}, folder)
 
 
 def outcome_record(outcome: TlkdOutcome) -> dict:
