@@ -21,8 +21,8 @@ from kdcourse.studies.tlkd.config import PAIRS, load_backbones, resize_images, t
 from kdcourse.studies.tlkd.runner import OneView, TlkdOutcome
 
 __all__ = ["ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
-           "shap_record", "student_foreground", "explained_students", "OBJECT_SIDE", "ObjectImages", "object_images", "PhotoForeground",
-           "found_sentence", "photo_foreground"]
+           "shap_record", "student_foreground", "explained_students", "OBJECT_SIDE", "ObjectImages", "object_images",
+           "PhotoForeground", "found_sentence", "photo_foreground"]
 
 
 @dataclass
