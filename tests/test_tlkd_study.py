@@ -474,6 +474,13 @@ def test_a_cifar_record_gives_every_table_figure_and_sentence(outcomes, generate
         plt.close(figure)
 
 
+def test_found_object_leaves_out_empty_and_full_masks():
+    masks = np.zeros((5, 4, 4), dtype=bool)
+    masks[1, :2] = masks[3, 0, 0] = masks[4, 1:] = True
+    masks[2] = True  # full: no background
+    assert foreground.found_object(masks).tolist() == [False, True, False, True, True]
+
+
 def test_object_images_take_the_same_number_per_class_and_pass_over_empty_masks():
     rng = np.random.default_rng(0)
     images = rng.normal(60, 10, (8, 32, 32, 3)).clip(0, 255).astype(np.uint8)  # noise: GrabCut finds nothing

@@ -21,8 +21,8 @@ from kdcourse.studies.tlkd.config import PAIRS, load_backbones, resize_images, t
 from kdcourse.studies.tlkd.runner import OneView, TlkdOutcome
 
 __all__ = ["ForegroundOutcome", "mnist_foreground", "image_foreground", "FOREGROUND_COMPARISONS", "foreground_effects",
-           "shap_record", "student_foreground", "explained_students", "OBJECT_SIDE", "ObjectImages", "object_images",
-           "PhotoForeground", "found_sentence", "photo_foreground"]
+           "found_object", "shap_record", "student_foreground", "explained_students", "OBJECT_SIDE", "ObjectImages",
+           "object_images", "PhotoForeground", "found_sentence", "photo_foreground"]
 
 
 @dataclass
@@ -66,6 +66,13 @@ def mnist_foreground(models: Mapping[int, Mapping[str, nn.Module]], dataset: kd_
     return ForegroundOutcome(pd.DataFrame(rows), chosen.tolist(), time.perf_counter() - start)
 
 
+def found_object(masks: np.ndarray) -> np.ndarray:
+    """Per mask of ``masks`` ``(N, H, W)``, whether it found an object: neither empty nor the whole image
+    (an empty or full mask says nothing about where a map points)."""
+    area = masks.reshape(len(masks), -1).mean(1)
+    return (area > 0) & (area < 1)
+
+
 def image_foreground(models: Mapping[str, Mapping[int, nn.Module]], images: Tensor, masks: np.ndarray,
                      background: Tensor, mean: tuple[float, ...], std: tuple[float, ...], *, samples: int = 200,
                      ) -> pd.DataFrame:
@@ -78,7 +85,7 @@ def image_foreground(models: Mapping[str, Mapping[int, nn.Module]], images: Tens
     Images whose mask is empty or covers everything (GrabCut found no object) say nothing about where a
     map points and are left out; ``image`` keeps their index in ``images``."""
     area = masks.reshape(len(masks), -1).mean(1)
-    kept = np.flatnonzero((area > 0) & (area < 1))
+    kept = np.flatnonzero(found_object(masks))
     if len(kept) == 0:
         raise ValueError("every mask is empty or full: no image has a foreground to score")
     x = kd_data.normalise_images(images[torch.from_numpy(kept)], mean, std)
@@ -140,11 +147,6 @@ class ObjectImages:
     side: int
 
 
-def _has_object(mask: np.ndarray) -> bool:
-    """Whether a mask found an object: neither empty nor the whole image."""
-    return 0 < mask.mean() < 1
-
-
 OBJECT_SIDE = 256  # the side (px) GrabCut cuts CIFAR-10's photographs at (see grabcut_foreground)
 
 
@@ -169,8 +171,8 @@ def object_images(images: Tensor, labels: Tensor, count: int, classes: int, *, s
                 break
             mask = grabcut_foreground(images[index], side=side)
             tried += 1
-            native += _has_object(grabcut_foreground(images[index], side=None))
-            if _has_object(mask):
+            native += found_object(grabcut_foreground(images[index], side=None)[None])[0]
+            if found_object(mask[None])[0]:
                 kept.append((index, mask))
         if len(kept) < quota:
             raise ValueError(f"GrabCut found an object in only {len(kept)} of the {len(members)} test images of class "
